@@ -1,0 +1,151 @@
+"""Per-request records → the `requests` frame → the run summary.
+
+A `RequestRecord` is filled in by the policy process while the request runs (times, bytes, token
+counts); nothing here runs on the hot path except attribute updates. Latency definitions:
+TTFT = first output token available at the device − arrival; E2E = last token at the device − arrival;
+TPOT = (E2E − TTFT) / (n_output_tokens − 1), undefined for a single-token answer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+REQUEST_SCHEMA: dict[str, Any] = {
+    "request_id": pl.Int64,
+    "device": pl.Utf8,
+    "policy": pl.Utf8,
+    "status": pl.Utf8,
+    "fail_reason": pl.Utf8,
+    "t_arrival_s": pl.Float64,
+    "ttft_s": pl.Float64,
+    "tpot_s": pl.Float64,
+    "e2e_s": pl.Float64,
+    "n_prompt_tokens": pl.Int64,
+    "n_output_tokens": pl.Int64,
+    "bytes_up": pl.Int64,
+    "bytes_down": pl.Int64,
+    "bytes_total": pl.Int64,
+    "energy_device_j": pl.Float64,
+    "energy_compute_j": pl.Float64,
+    "energy_radio_j": pl.Float64,
+    "tokens_local": pl.Int64,
+    "tokens_llm": pl.Int64,
+    "llm_transmissions": pl.Int64,
+    "server": pl.Utf8,
+    "model": pl.Utf8,
+    "charged_as": pl.Utf8,
+    "output_text": pl.Utf8,
+}
+
+
+@dataclass
+class RequestRecord:
+    """What one request did. Bytes: `up` leaves the requesting device, `down` reaches it, `total`
+    counts every payload the request moved over any link (server-to-server traffic included)."""
+
+    request_id: int
+    device: str
+    policy: str
+    t_arrival_s: float
+    status: str = "running"
+    fail_reason: str = ""
+    token_times_s: list[float] = field(default_factory=list)
+    n_prompt_tokens: int = 0
+    output_ids: list[int] = field(default_factory=list)
+    output_text: str = ""
+    bytes_up: int = 0
+    bytes_down: int = 0
+    bytes_total: int = 0
+    energy_compute_j: float = 0.0
+    energy_radio_j: float = 0.0
+    tokens_local: int = 0
+    tokens_llm: int = 0
+    llm_transmissions: int = 0
+    server: str = ""
+    model: str = ""
+    charged_as: str = ""
+
+    def token_arrived(self, t_s: float, n: int = 1) -> None:
+        """`n` output tokens became available at the device at `t_s`."""
+        self.token_times_s.extend([t_s] * n)
+
+    def fail(self, reason: str) -> None:
+        self.status, self.fail_reason = "failed", reason
+
+    def row(self) -> dict[str, Any]:
+        times = self.token_times_s
+        ok = self.status == "ok" and bool(times)
+        ttft = times[0] - self.t_arrival_s if ok else None
+        e2e = times[-1] - self.t_arrival_s if ok else None
+        n_out = len(times)
+        tpot = (e2e - ttft) / (n_out - 1) if ok and n_out > 1 else None
+        return {
+            "request_id": self.request_id, "device": self.device, "policy": self.policy,
+            "status": self.status, "fail_reason": self.fail_reason, "t_arrival_s": self.t_arrival_s,
+            "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "n_prompt_tokens": self.n_prompt_tokens,
+            "n_output_tokens": n_out, "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
+            "bytes_total": self.bytes_total,
+            "energy_device_j": self.energy_compute_j + self.energy_radio_j,
+            "energy_compute_j": self.energy_compute_j, "energy_radio_j": self.energy_radio_j,
+            "tokens_local": self.tokens_local, "tokens_llm": self.tokens_llm,
+            "llm_transmissions": self.llm_transmissions, "server": self.server, "model": self.model,
+            "charged_as": self.charged_as, "output_text": self.output_text,
+        }
+
+
+def requests_frame(records: list[RequestRecord]) -> pl.DataFrame:
+    rows = [r.row() for r in sorted(records, key=lambda r: r.request_id)]
+    return pl.DataFrame(rows, schema=REQUEST_SCHEMA)
+
+
+def _stats(values: pl.Series) -> dict[str, float | None]:
+    v = values.drop_nulls().to_numpy()
+    if v.size == 0:
+        return {"mean": None, "p50": None, "p95": None}
+    return {"mean": float(v.mean()), "p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
+
+
+def summarize(requests: pl.DataFrame) -> dict[str, Any]:
+    """The run's headline numbers; ratios are over successful requests, undefined ratios are null."""
+    ok = requests.filter(pl.col("status") == "ok")
+    n_tokens = int(ok["n_output_tokens"].sum())
+    n_llm = int(ok["llm_transmissions"].sum())
+
+    def per_token(total: float) -> float | None:
+        return total / n_tokens if n_tokens else None
+
+    failures = requests.filter(pl.col("status") == "failed")["fail_reason"].value_counts(sort=True)
+    return {
+        "n_requests": requests.height,
+        "n_ok": ok.height,
+        "n_failed": requests.height - ok.height,
+        "fail_reasons": {r: int(c) for r, c in failures.iter_rows()},
+        "n_output_tokens": n_tokens,
+        "ttft_s": _stats(ok["ttft_s"]),
+        "tpot_s": _stats(ok["tpot_s"]),
+        "e2e_s": _stats(ok["e2e_s"]),
+        "bytes_up": int(ok["bytes_up"].sum()),
+        "bytes_down": int(ok["bytes_down"].sum()),
+        "bytes_total": int(ok["bytes_total"].sum()),
+        "bytes_per_output_token": per_token(float(ok["bytes_total"].sum())),
+        "llm_transmission_rate": per_token(float(n_llm)),
+        "energy_device_j": float(ok["energy_device_j"].sum()),
+        "energy_per_token_j": per_token(float(ok["energy_device_j"].sum())),
+        "tokens_local": int(ok["tokens_local"].sum()),
+        "tokens_llm": int(ok["tokens_llm"].sum()),
+        "throughput_tokens_per_s": _throughput(ok),
+    }
+
+
+def _throughput(ok: pl.DataFrame) -> float | None:
+    if ok.height == 0:
+        return None
+    start = float(ok["t_arrival_s"].min())
+    end = float((ok["t_arrival_s"] + ok["e2e_s"]).max())
+    span = end - start
+    return float(ok["n_output_tokens"].sum()) / span if span > 0 and not math.isnan(span) else None

@@ -1,0 +1,83 @@
+"""What every policy shares: the request it serves and the three verbs it may use.
+
+A policy is a plain SimPy generator `serve(ctx, params)` per request. It may only
+- `ctx.send(...)`: move bytes over the simulated network (time from the network model),
+- `ctx.prefill(...)` / `ctx.decode(...)`: run a model call on a node (time and energy from the hardware
+  model, charged with the hosted model's geometry or its cost card),
+- ask a hosted model's `lm` for tokens/logits (content from the real ONNX model).
+It never waits a made-up constant. Byte and energy bookkeeping happens here, once, for all policies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import simpy
+from pydantic import BaseModel, ConfigDict
+
+from netsim.hardware.compute import radio_energy_j
+from netsim.hardware.cost import decode_cost, prefill_cost
+from netsim.metrics import RequestRecord
+from netsim.network.network import Delivery
+
+if TYPE_CHECKING:
+    from netsim.workload import Request
+    from netsim.world import HostedModel, Node, World
+
+ProcessGenerator = Generator[simpy.Event, Any, Any]
+
+
+class PolicyParams(BaseModel):
+    """Base of every policy's parameters; `name` selects the policy (a discriminated union)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class RequestContext:
+    world: World
+    request: Request
+    record: RequestRecord
+
+    @property
+    def env(self) -> simpy.Environment:
+        return self.world.env
+
+    @property
+    def device(self) -> Node:
+        return self.world.nodes[self.request.device]
+
+    @property
+    def seed(self) -> tuple[int, int]:
+        """Sampling seed of this request: same scenario seed and request → same tokens, in any order."""
+        return (self.world.scenario.seed, self.request.request_id)
+
+    def send(self, src: str, dst: str, nbytes: int, kind: str) -> Generator[simpy.Event, Any, Delivery]:
+        """Carry `nbytes` of payload; raises TransferFailed (the request then fails with its reason)."""
+        delivery = yield from self.world.net.send(src, dst, nbytes, request_id=self.request.request_id,
+                                                  kind=kind)
+        rec, device = self.record, self.device
+        rec.bytes_total += nbytes
+        if src == device.name:
+            rec.bytes_up += nbytes
+            rec.energy_radio_j += radio_energy_j(device.profile, bits_tx=8 * nbytes, bits_rx=0)
+        if dst == device.name:
+            rec.bytes_down += nbytes
+            rec.energy_radio_j += radio_energy_j(device.profile, bits_tx=0, bits_rx=8 * nbytes)
+        return delivery
+
+    def prefill(self, node: Node, model: HostedModel, n_tokens: int, past_len: int = 0
+                ) -> Generator[simpy.Event, Any, float]:
+        cost = prefill_cost(model.charged, n_tokens, past_len=past_len)
+        return (yield from node.compute.run(cost, request_id=self.request.request_id, kind="prefill",
+                                            detail=model.label))
+
+    def decode(self, node: Node, model: HostedModel, past_len: int, n_tokens: int = 1
+               ) -> Generator[simpy.Event, Any, float]:
+        """One forward call over `n_tokens` new tokens on top of `past_len` cached ones (k > 1: verify)."""
+        cost = decode_cost(model.charged, past_len, n_tokens=n_tokens)
+        return (yield from node.compute.run(cost, request_id=self.request.request_id,
+                                            kind="decode" if n_tokens == 1 else "verify",
+                                            detail=model.label))

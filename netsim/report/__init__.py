@@ -1,0 +1,1 @@
+"""Presenting results: terminal progress and summaries now; plots and HTML reports later."""

@@ -1,0 +1,301 @@
+"""The scenario file: YAML → one immutable, validated `Scenario`.
+
+This is the edge of the program. Everything a user can get wrong is caught here and reported as
+`path.in.yaml: what is wrong`, one line per problem; inner code trusts a `Scenario`. A scenario reads
+like an ns-3 script: topology (nodes, links, cells), then the workload, then the policy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from netsim.errors import ScenarioError
+from netsim.lm.sampling import SamplingSpec
+from netsim.network.spec import CellSpec, LinkSpec, TransportSpec
+from netsim.policies import POLICY_NAMES, PolicySpec
+
+Role = Literal["device", "edge", "cloud", "router"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRef(_Strict):
+    """A model hosted on a node; `charged_as` bills its compute and bytes as a public model's cost card."""
+
+    name: str = Field(description="bundled or cached model (see `netsim models list`)")
+    charged_as: str | None = Field(None, description="cost card (e.g. qwen3-0.6b); tokens still come from `name`")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+
+class NodeSpec(_Strict):
+    role: Role = Field(description="device issues requests; edge/cloud serve models; router only forwards")
+    profile: str | None = Field(None, description="device profile (see `netsim profiles list`)")
+    models: list[ModelRef] = Field(default_factory=list, description="models hosted on this node")
+    slots: int = Field(1, gt=0, description="concurrent model calls the node runs; more requests queue")
+
+    @model_validator(mode="after")
+    def _compute_needs_profile(self) -> NodeSpec:
+        if self.role != "router" and self.profile is None:
+            raise ValueError(f"a {self.role} node needs a `profile`")
+        if self.role == "router" and self.models:
+            raise ValueError("a router hosts no models")
+        return self
+
+
+class TopologySpec(_Strict):
+    nodes: dict[str, NodeSpec] = Field(min_length=1)
+    links: list[LinkSpec] = Field(default_factory=list)
+    cells: list[CellSpec] = Field(default_factory=list)
+    transport: TransportSpec = Field(default_factory=TransportSpec)
+
+
+class CorpusPrompts(_Strict):
+    """Prompts cut from held-out works of the corpus (deterministic in the scenario seed)."""
+
+    source: Literal["corpus"] = "corpus"
+    min_chars: int = Field(80, gt=0)
+    max_chars: int = Field(400, gt=0)
+
+
+class FilePrompts(_Strict):
+    """One prompt per non-empty line of a UTF-8 text file (path relative to the scenario file)."""
+
+    source: Literal["file"]
+    path: Path
+
+
+class AllAtOnce(_Strict):
+    process: Literal["all_at_once"] = "all_at_once"
+
+
+class Poisson(_Strict):
+    process: Literal["poisson"]
+    rate_per_s: float = Field(gt=0, description="mean arrivals per second over all devices")
+
+
+class Trace(_Strict):
+    """CSV with a `t_s` column and optionally `device`; one request per row."""
+
+    process: Literal["trace"]
+    path: Path
+
+
+class WorkloadSpec(_Strict):
+    n_requests: int = Field(gt=0)
+    max_new_tokens: int = Field(32, gt=0)
+    devices: list[str] | None = Field(None, description="devices that issue requests (default: all)")
+    prompts: Annotated[CorpusPrompts | FilePrompts, Field(discriminator="source")] = Field(
+        default_factory=CorpusPrompts
+    )
+    arrival: Annotated[AllAtOnce | Poisson | Trace, Field(discriminator="process")] = Field(
+        default_factory=AllAtOnce
+    )
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+
+
+class Scenario(_Strict):
+    name: str = Field(description="short name used in result files")
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    topology: TopologySpec
+    workload: WorkloadSpec
+    policy: PolicySpec
+
+    @model_validator(mode="after")
+    def _references(self) -> Scenario:
+        """Cross-references that no single field can check, each raised with its YAML path."""
+        problems: list[str] = []
+        nodes = self.topology.nodes
+        for i, link in enumerate(self.topology.links):
+            for end in ("src", "dst"):
+                if getattr(link, end) not in nodes:
+                    problems.append(f"topology.links[{i}].{end}: unknown node {getattr(link, end)!r}")
+        for i, cell in enumerate(self.topology.cells):
+            if cell.ap not in nodes:
+                problems.append(f"topology.cells[{i}].ap: unknown node {cell.ap!r}")
+            problems += [f"topology.cells[{i}].members.{m}: unknown node {m!r}"
+                         for m in cell.members if m not in nodes]
+        devices = [n for n, spec in nodes.items() if spec.role == "device"]
+        if not devices:
+            problems.append("topology.nodes: no node has role `device`")
+        for d in self.workload.devices or []:
+            if d not in nodes:
+                problems.append(f"workload.devices: unknown node {d!r}")
+            elif nodes[d].role != "device":
+                problems.append(f"workload.devices: {d!r} is a {nodes[d].role}, not a device")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def request_devices(self) -> list[str]:
+        return self.workload.devices or [n for n, s in self.topology.nodes.items() if s.role == "device"]
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
+    """Read, merge `extends:`, apply `--set` overrides, validate. Raises ScenarioError (one line each)."""
+    path = Path(path)
+    raw = _read_with_extends(path, seen=())
+    for item in overrides:
+        _apply_override(raw, item)
+    scenario = parse_scenario(raw)
+    return _resolve_paths(scenario, path.parent)
+
+
+def parse_scenario(raw: Any) -> Scenario:
+    if not isinstance(raw, dict):
+        raise ScenarioError([f"scenario: expected a mapping at the top level, got {type(raw).__name__}"])
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(_problems(exc)) from None
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    schema = Scenario.model_json_schema()
+    schema["properties"]["extends"] = {"type": "string", "description": "base scenario file to merge over"}
+    return schema
+
+
+def dump_scenario(scenario: Scenario) -> str:
+    data = json.loads(scenario.model_dump_json())
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or "invalid YAML"
+        raise ScenarioError([f"{path}:{where}: unreadable YAML: {what}"]) from None
+    if data is None:
+        raise ScenarioError([f"{path}: the file is empty"])
+    if not isinstance(data, dict):
+        raise ScenarioError([f"{path}: expected a mapping at the top level, got {type(data).__name__}"])
+    return data
+
+
+def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    data = _read_yaml(path)
+    data.pop("provenance", None)  # written by `netsim run` into scenario.resolved.yaml; informational
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str):
+        raise ScenarioError([f"{path}: extends: expected a file name"])
+    base_path = (path.parent / base_name).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ScenarioError([f"{path}: extends: cycle through {base_path.name}"])
+    return _deep_merge(_read_with_extends(base_path, (*seen, path.resolve())), data)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else (lists included) in `over` replaces the base value."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """`a.b[2].c=value` or `a.b.2.c=value`; the value is read as YAML (numbers, lists, booleans)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ScenarioError([f"--set {item!r}: expected dotted.path=value"])
+    steps: list[str | int] = []
+    for part in _STEP.finditer(key.strip()):
+        name, index = part.groups()
+        steps.append(int(index) if index is not None else int(name) if name.isdigit() else name)
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node: Any = raw
+    for depth, step in enumerate(steps[:-1]):
+        nxt = steps[depth + 1]
+        if isinstance(node, dict):
+            node = node.setdefault(step, [] if isinstance(nxt, int) else {})
+        elif isinstance(node, list) and isinstance(step, int) and step < len(node):
+            node = node[step]
+        else:
+            raise ScenarioError([f"--set {key}: no such path ({_path(steps[: depth + 1])})"])
+    last = steps[-1]
+    if isinstance(node, dict):
+        node[last] = value
+    elif isinstance(node, list) and isinstance(last, int) and last < len(node):
+        node[last] = value
+    else:
+        raise ScenarioError([f"--set {key}: no such path"])
+
+
+def _resolve_paths(scenario: Scenario, base: Path) -> Scenario:
+    """Make workload file paths absolute so a resolved scenario runs from anywhere."""
+    wl = scenario.workload
+    update: dict[str, Any] = {}
+    if isinstance(wl.prompts, FilePrompts) and not wl.prompts.path.is_absolute():
+        update["prompts"] = wl.prompts.model_copy(update={"path": (base / wl.prompts.path).resolve()})
+    if isinstance(wl.arrival, Trace) and not wl.arrival.path.is_absolute():
+        update["arrival"] = wl.arrival.model_copy(update={"path": (base / wl.arrival.path).resolve()})
+    if not update:
+        return scenario
+    return scenario.model_copy(update={"workload": wl.model_copy(update=update)})
+
+
+def _path(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """pydantic errors → `yaml.path: message`, dropping the union-branch names pydantic inserts."""
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and _is_branch_tag(p))]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (not in the schema; check spelling)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        if not loc and err["type"] == "value_error":  # cross-references already carry their own paths
+            lines += msg.splitlines()
+            continue
+        lines.append(f"{_path(loc) or 'scenario'}: {msg}")
+    return list(dict.fromkeys(lines))
+
+
+_BRANCH_TAGS = frozenset({"corpus", "file", "all_at_once", "poisson", "trace", *POLICY_NAMES})
+
+
+def _is_branch_tag(part: str) -> bool:
+    return part in _BRANCH_TAGS or part.startswith(("function-", "tagged-union"))
