@@ -23,6 +23,8 @@ _FLOPS = {"flops": 1.0, "gflops": 1e9, "tflops": 1e12, "pflops": 1e15,
           "ops": 1.0, "gops": 1e9, "tops": 1e12}
 _BW = {"b/s": 1.0, "kb/s": 1e3, "mb/s": 1e6, "gb/s": 1e9, "tb/s": 1e12}
 _POWER = {"w": 1.0, "mw": 1e-3, "kw": 1e3}
+_ENERGY_PER_BIT = {"j/bit": 1.0, "mj/bit": 1e-3, "uj/bit": 1e-6, "µj/bit": 1e-6, "nj/bit": 1e-9,
+                   "pj/bit": 1e-12, "mw/mbps": 1e-9}
 
 
 def _parser(table: dict[str, float], what: str):
@@ -82,6 +84,8 @@ ByteRate = Annotated[float, BeforeValidator(_parser(_BW, "memory bandwidth"))]
 """bytes per second; accepts "68GB/s"."""
 Watts = Annotated[float, BeforeValidator(_parser(_POWER, "power"))]
 """watts; accepts 7, "7W", "500mW"."""
+JoulesPerBit = Annotated[float, BeforeValidator(_parser(_ENERGY_PER_BIT, "energy per bit"))]
+"""joules per bit; accepts 2.8e-7, "283nJ/bit", "283mW/Mbps" (the same thing)."""
 Dbm = Annotated[float, BeforeValidator(_dbm)]
 """dBm; accepts 23 or "23dBm"."""
 Decibels = Annotated[float, BeforeValidator(_db)]

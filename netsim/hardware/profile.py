@@ -1,0 +1,180 @@
+"""A device's hardware as the simulator sees it: compute peaks, memory, efficiency, power, radio.
+
+Profiles live in device_profiles/<name>.yaml and carry a `sources:` entry for every number, because a
+simulated latency is only as credible as the spec sheet or measurement behind it. Units are written in
+the YAML ("68GB/s", "8GiB", "121TFLOPS", "15W", "283nJ/bit") and parsed once here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from netsim.errors import InputError
+from netsim.lm.geometry import Dtype, ModelGeometry
+from netsim.paths import profiles_dir
+from netsim.units import ByteRate, Bytes, FlopRate, JoulesPerBit, Seconds, Watts
+
+DeviceKind = Literal["phone", "sbc", "embedded_gpu", "laptop", "desktop_gpu", "datacenter_gpu",
+                     "cpu_server"]
+
+DTYPE_FALLBACK: dict[str, str | None] = {
+    "int4": "int8",
+    "int8": "float16",
+    "bfloat16": "float32",
+    "float16": "float32",
+    "float32": None,
+}
+"""Which peak a dtype the device does not list runs at: the next dtype a runtime would compute it in.
+
+int4 weights are multiplied with int8 dot products (llama.cpp MMQ/Q8 activations, XNNPACK 8da4w);
+int8 without int8 units is dequantised to the fp16 compute type; bf16 without bf16 units is widened
+to fp32 (narrowing to fp16 could overflow, so runtimes widen); fp16 without fp16 units runs as fp32.
+Every profile must list float32, so every chain ends.
+"""
+
+_NUMERIC_FIELDS = ("memory_bytes", "memory_reserved_bytes", "mem_bw_bytes_per_s", "eta_compute",
+                   "eta_memory", "overhead_per_call_s", "power_idle_w", "power_active_w",
+                   "radio_tx_j_per_bit", "radio_rx_j_per_bit")
+
+
+class DeviceProfile(BaseModel):
+    """Hardware numbers of one device kind, each with its source (see docs/hardware.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    description: str
+    kind: DeviceKind
+    runtime: str = Field(description="inference runtime the efficiency factors were calibrated for")
+    memory_bytes: Bytes = Field(gt=0, description="physical memory holding weights and KV cache")
+    memory_reserved_bytes: Bytes = Field(0.0, ge=0, description="taken by OS/runtime, not usable")
+    mem_bw_bytes_per_s: ByteRate = Field(gt=0, description="peak DRAM/HBM bandwidth")
+    peak_flops: dict[Dtype, FlopRate] = Field(description="dense peak FLOP/s (or OP/s) per dtype")
+    eta_compute: float = Field(gt=0, le=1, description="achieved fraction of peak FLOP/s")
+    eta_memory: float = Field(gt=0, le=1, description="achieved fraction of peak bandwidth")
+    overhead_per_call_s: Seconds = Field(ge=0, description="fixed cost of one forward call")
+    power_idle_w: Watts = Field(ge=0)
+    power_active_w: Watts = Field(gt=0)
+    radio_tx_j_per_bit: JoulesPerBit | None = Field(None, ge=0, description="None for wired servers")
+    radio_rx_j_per_bit: JoulesPerBit | None = Field(None, ge=0, description="None for wired servers")
+    sources: dict[str, str]
+
+    @model_validator(mode="after")
+    def _check(self) -> DeviceProfile:
+        if "float32" not in self.peak_flops:
+            raise ValueError("peak_flops must list float32 (the end of every dtype fallback chain)")
+        if any(v <= 0 for v in self.peak_flops.values()):
+            raise ValueError("peak_flops values must be > 0")
+        if self.power_idle_w > self.power_active_w:
+            raise ValueError(f"power_idle_w {self.power_idle_w} W exceeds power_active_w "
+                             f"{self.power_active_w} W")
+        if self.memory_reserved_bytes >= self.memory_bytes:
+            raise ValueError("memory_reserved_bytes must be smaller than memory_bytes")
+        if (self.radio_tx_j_per_bit is None) != (self.radio_rx_j_per_bit is None):
+            raise ValueError("give both radio_tx_j_per_bit and radio_rx_j_per_bit, or neither")
+        needed = {f for f in _NUMERIC_FIELDS
+                  if f in self.model_fields_set and getattr(self, f) is not None}
+        needed |= {f"peak_flops.{dtype}" for dtype in self.peak_flops}
+        missing = sorted(needed - self.sources.keys())
+        if missing:
+            raise ValueError(f"sources: no source for {', '.join(missing)}")
+        unknown = sorted(self.sources.keys() - needed)
+        if unknown:
+            raise ValueError(f"sources: entries for fields that are not set: {', '.join(unknown)}")
+        blank = sorted(k for k, v in self.sources.items() if not v.strip())
+        if blank:
+            raise ValueError(f"sources: empty source for {', '.join(blank)}")
+        return self
+
+    @property
+    def memory_available_bytes(self) -> float:
+        return self.memory_bytes - self.memory_reserved_bytes
+
+    def effective_dtype(self, dtype: str) -> str:
+        """The dtype whose peak a call in `dtype` runs at, following DTYPE_FALLBACK."""
+        current: str | None = dtype
+        while current is not None and current not in self.peak_flops:
+            if current not in DTYPE_FALLBACK:
+                raise ValueError(f"unknown dtype {dtype!r} (use one of {', '.join(DTYPE_FALLBACK)})")
+            current = DTYPE_FALLBACK[current]
+        assert current is not None  # float32 is always listed (validated)
+        return current
+
+    def peak_flops_for(self, dtype: str) -> float:
+        return self.peak_flops[self.effective_dtype(dtype)]  # type: ignore[index]
+
+    def fits(self, geometries: Sequence[ModelGeometry], kv_tokens: int = 0) -> bool:
+        return memory_needed_bytes(geometries, kv_tokens) <= self.memory_available_bytes
+
+    def fit_problem(self, geometries: Sequence[ModelGeometry], kv_tokens: int = 0) -> str | None:
+        """None if the models fit, else a one-line reason the lead turns into a validation error."""
+        needed = memory_needed_bytes(geometries, kv_tokens)
+        if needed <= self.memory_available_bytes:
+            return None
+        return (f"models need {needed / 1e9:.2f} GB (weights + KV cache for {kv_tokens} tokens) but "
+                f"{self.name} has {self.memory_available_bytes / 1e9:.2f} GB usable")
+
+
+def memory_needed_bytes(geometries: Sequence[ModelGeometry], kv_tokens: int = 0) -> int:
+    """Resident bytes of the hosted models: all weights + KV cache of `kv_tokens` tokens in each model.
+
+    `kv_tokens` is the number of token positions cached at once (sum over concurrent sequences of
+    their context length); every hosted model keeps its own cache for them.
+    """
+    if kv_tokens < 0:
+        raise ValueError(f"kv_tokens must be >= 0, got {kv_tokens}")
+    return sum(g.weight_bytes + kv_tokens * g.kv_bytes_per_token for g in geometries)
+
+
+def _one_line(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def _read(path: Path) -> DeviceProfile:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: cannot read device profile: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a device profile must be a YAML mapping")
+    try:
+        return DeviceProfile.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(f"{path}: {_one_line(exc)}") from exc
+
+
+def _known_names(directory: Path) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str, search_dir: Path | None = None) -> DeviceProfile:
+    """A bundled profile by name (device_profiles/<name>.yaml) or a user's profile file by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+        if not candidate.is_file():
+            raise InputError(f"device profile file {name_or_path} does not exist")
+        return _read(candidate)
+    directory = search_dir if search_dir is not None else profiles_dir()
+    path = directory / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(_known_names(directory)) or "none"
+        raise InputError(f"unknown device profile {name_or_path!r} (known: {known})")
+    profile = _read(path)
+    if profile.name != name_or_path:
+        raise InputError(f"{path}: name {profile.name!r} does not match the file name")
+    return profile
+
+
+def list_profiles(search_dir: Path | None = None) -> list[DeviceProfile]:
+    directory = search_dir if search_dir is not None else profiles_dir()
+    return [load_profile(name, directory) for name in _known_names(directory)]
