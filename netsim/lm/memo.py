@@ -1,0 +1,309 @@
+"""The language model as the simulator's policies see it: logits of a token prefix, memoised.
+
+A sweep over network parameters asks the same models the same questions in every run, so the answer to
+"next-token logits after this prefix" is computed once per process (and, with a disk directory, once per
+model hash across processes). The memo must never change a result, which takes more than a dict:
+
+* onnxruntime's single-token path (M = 1 query row) rounds differently from its multi-token path, so
+  the logits of a prefix would depend on whether its KV cache came from a prefill or from decode steps —
+  i.e. on which request or policy touched the prefix first. Measured with onnxruntime 1.31 on CPU:
+  single-token decode differs from prefill in ~1e-7 of a logit on every row, while rows computed by calls
+  of two or more query tokens are bitwise identical whatever the chunking (tests/test_memo.py checks
+  this on every model it can find). So every call here runs at least two query tokens — stepping a
+  sequence re-feeds the previous token beside the new one — and each prefix's logits and KV cache are a
+  function of the prefix alone. Reusing any cached prefix is then exact, not approximately right.
+* Sampling draws from a generator seeded by the caller's seed only, so the order in which requests are
+  served never changes what they generate.
+
+Memory is bounded: logits rows and KV caches sit in byte-budgeted LRU maps; a sequence stepped forward
+replaces its parent's cache (the parent is a truncation of the child, a view that costs nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from netsim.lm.geometry import ModelGeometry
+from netsim.lm.onnx_lm import KVCache, OnnxCausalLM
+from netsim.lm.sampling import SamplingSpec, sample
+from netsim.lm.tokenizer import Tokenizer
+
+DEFAULT_LOGITS_MEMO_NBYTES = 256 << 20
+DEFAULT_KV_MEMO_NBYTES = 512 << 20
+_GENERATE_MEMO_ENTRIES = 65_536
+_RECENT_SCAN = 32
+"""How many recently used KV caches are searched for a shared prefix when no exact parent is cached."""
+
+Prefix = tuple[int, ...]
+V = TypeVar("V")
+
+
+class _LRU(Generic[V]):
+    """Least-recently-used map holding at most `budget` units (bytes, or entries with size 1)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.items: OrderedDict[Prefix, tuple[V, int]] = OrderedDict()
+
+    def get(self, key: Prefix) -> V | None:
+        hit = self.items.get(key)
+        if hit is None:
+            return None
+        self.items.move_to_end(key)
+        return hit[0]
+
+    def put(self, key: Prefix, value: V, size: int) -> None:
+        self.pop(key)
+        if size > self.budget:
+            return
+        self.items[key] = (value, size)
+        self.used += size
+        while self.used > self.budget:
+            _, (_, evicted) = self.items.popitem(last=False)
+            self.used -= evicted
+
+    def pop(self, key: Prefix) -> None:
+        old = self.items.pop(key, None)
+        if old is not None:
+            self.used -= old[1]
+
+    def recent(self, n: int) -> list[tuple[Prefix, V]]:
+        out = []
+        for key in reversed(self.items):
+            out.append((key, self.items[key][0]))
+            if len(out) == n:
+                break
+        return out
+
+
+class DiskMemo:
+    """Logits rows and generated sequences of one model on disk: `<dir>/<model sha256>.sqlite`.
+
+    SQLite in WAL mode lets the processes of a sweep share the file; rows are keyed by a digest of the
+    token prefix and stored as raw float32, so a hit returns exactly what the model computed.
+    """
+
+    def __init__(self, directory: Path, model_sha256: str, vocab_size: int) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{model_sha256}.sqlite"
+        self.vocab_size = vocab_size
+        self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS logits (key BLOB PRIMARY KEY, row BLOB) WITHOUT ROWID")
+        self.db.execute("CREATE TABLE IF NOT EXISTS generated (key BLOB PRIMARY KEY, ids BLOB) WITHOUT ROWID")
+
+    @staticmethod
+    def digest(*parts: bytes) -> bytes:
+        h = hashlib.blake2b(digest_size=20)
+        for part in parts:
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+        return h.digest()
+
+    def get_logits(self, prefix: Prefix) -> np.ndarray | None:
+        query = "SELECT row FROM logits WHERE key = ?"
+        found = self.db.execute(query, (self._prefix_key(prefix),)).fetchone()
+        if found is None or len(found[0]) != 4 * self.vocab_size:
+            return None
+        return np.frombuffer(found[0], dtype="<f4")
+
+    def put_logits(self, prefix: Prefix, row: np.ndarray) -> None:
+        self.db.execute("INSERT OR IGNORE INTO logits VALUES (?, ?)",
+                        (self._prefix_key(prefix), row.astype("<f4").tobytes()))
+
+    def get_generated(self, key: bytes) -> tuple[int, ...] | None:
+        found = self.db.execute("SELECT ids FROM generated WHERE key = ?", (key,)).fetchone()
+        return None if found is None else tuple(int(t) for t in np.frombuffer(found[0], dtype="<i8"))
+
+    def put_generated(self, key: bytes, ids: Sequence[int]) -> None:
+        self.db.execute("INSERT OR IGNORE INTO generated VALUES (?, ?)",
+                        (key, np.asarray(ids, dtype="<i8").tobytes()))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _prefix_key(self, prefix: Prefix) -> bytes:
+        return self.digest(b"logits", np.asarray(prefix, dtype="<i8").tobytes())
+
+
+class LanguageModel:
+    """An `OnnxCausalLM` behind an exact memo; what policies call. One instance per model per process."""
+
+    def __init__(self, lm: OnnxCausalLM, *, disk_dir: Path | None = None,
+                 logits_memo_nbytes: int = DEFAULT_LOGITS_MEMO_NBYTES,
+                 kv_memo_nbytes: int = DEFAULT_KV_MEMO_NBYTES) -> None:
+        self.lm = lm
+        self.disk = DiskMemo(disk_dir, lm.sha256, lm.geometry.vocab_size) if disk_dir is not None else None
+        self._logits: _LRU[np.ndarray] = _LRU(logits_memo_nbytes)
+        self._kv: _LRU[KVCache] = _LRU(kv_memo_nbytes)
+        self._generated: _LRU[tuple[int, ...]] = _LRU(_GENERATE_MEMO_ENTRIES)
+        self.n_model_calls = 0
+        """onnxruntime invocations so far (what the memo saves; tests count them)."""
+
+    @property
+    def name(self) -> str:
+        return self.lm.name
+
+    @property
+    def geometry(self) -> ModelGeometry:
+        return self.lm.geometry
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.lm.tokenizer
+
+    @property
+    def sha256(self) -> str:
+        return self.lm.sha256
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    def next_logits(self, prefix: Sequence[int]) -> np.ndarray:
+        """Logits (V,) float32 of the token after `prefix` (read-only; shared with the memo)."""
+        key = tuple(prefix)
+        if not key:
+            raise ValueError(f"{self.name}: next_logits needs at least one token")
+        row = self._cached_row(key)
+        if row is None:
+            row = self._compute(key, first_row=len(key))[-1]
+        return row
+
+    def block_logits(self, prefix: Sequence[int], tokens: Sequence[int]) -> np.ndarray:
+        """Logits (k, V): row i is `next_logits(prefix + tokens[:i+1])` — one verify call for k drafts.
+
+        Computed together with `next_logits(prefix)` (free: the call has one more row), so a policy that
+        verifies drafts finds the distribution of its first draft memoised too.
+        """
+        if not tokens:
+            raise ValueError(f"{self.name}: block_logits needs at least one token")
+        full = (*prefix, *tokens)
+        start = len(prefix) + 1
+        rows = [self._cached_row(full[:n]) for n in range(start, len(full) + 1)]
+        if any(r is None for r in rows):
+            computed = self._compute(full, first_row=max(len(prefix), 1))
+            return np.stack(computed[len(computed) - len(tokens):])
+        return np.stack(rows)  # type: ignore[arg-type]
+
+    def kv_cache(self, prefix: Sequence[int]) -> KVCache:
+        """The KV cache of `prefix` (for payloads such as C2C's cache exchange)."""
+        key = tuple(prefix)
+        if not key:
+            return self.lm.empty_cache()
+        cache = self._kv.get(key)
+        if cache is None:
+            self._compute(key, first_row=len(key))
+            cache = self._kv.get(key)
+            if cache is None:  # larger than the whole KV budget: recompute without keeping it
+                cache = self._uncached_kv(key)
+        return cache
+
+    def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: SamplingSpec,
+                 seed: Sequence[int] | int, stop_at_eos: bool = True) -> list[int]:
+        """Up to `max_new_tokens` tokens after the prompt; the RNG comes from `seed` alone
+        (`np.random.default_rng(seed)`), so results do not depend on call order or on the memo."""
+        if not prompt_ids:
+            raise ValueError(f"{self.name}: generate needs a non-empty prompt")
+        seed_part = np.asarray(seed if isinstance(seed, Sequence) else [seed], dtype="<i8").tobytes()
+        eos = self.tokenizer.eos_id if stop_at_eos else None
+        key = DiskMemo.digest(np.asarray(prompt_ids, dtype="<i8").tobytes(),
+                              sampling.model_dump_json().encode(), seed_part,
+                              str((max_new_tokens, eos)).encode())
+        memo_key = (int.from_bytes(key, "little"),)
+        done = self._generated.get(memo_key)
+        if done is None and self.disk is not None:
+            done = self.disk.get_generated(key)
+        if done is None:
+            done = tuple(self._sample_tokens(prompt_ids, max_new_tokens, sampling, seed, eos))
+            if self.disk is not None:
+                self.disk.put_generated(key, done)
+        self._generated.put(memo_key, done, 1)
+        return list(done)
+
+    def close(self) -> None:
+        if self.disk is not None:
+            self.disk.close()
+
+    def __repr__(self) -> str:
+        return (f"LanguageModel({self.name!r}, logits memo {self._logits.used / 2**20:.1f}/"
+                f"{self._logits.budget / 2**20:.0f} MiB, KV memo {self._kv.used / 2**20:.1f}/"
+                f"{self._kv.budget / 2**20:.0f} MiB, {self.n_model_calls} model calls)")
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _sample_tokens(self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: SamplingSpec,
+                       seed: Sequence[int] | int, eos: int | None) -> list[int]:
+        rng = np.random.default_rng(list(seed) if isinstance(seed, Sequence) else seed)
+        sequence = list(prompt_ids)
+        out: list[int] = []
+        for _ in range(max_new_tokens):
+            token = sample(self.next_logits(sequence), sampling, rng)
+            out.append(token)
+            sequence.append(token)
+            if token == eos:
+                break
+        return out
+
+    def _cached_row(self, key: Prefix) -> np.ndarray | None:
+        row = self._logits.get(key)
+        if row is None and self.disk is not None and (row := self.disk.get_logits(key)) is not None:
+            self._logits.put(key, row, row.nbytes)
+        return row
+
+    def _longest_cached(self, key: Prefix) -> tuple[int, KVCache | None, Prefix | None]:
+        """Longest prefix of `key` whose KV cache is memoised: (its length, cache, the entry's key)."""
+        for n in (len(key), len(key) - 1):
+            if n > 0 and (cache := self._kv.get(key[:n])) is not None:
+                return n, cache, key[:n]
+        best: tuple[int, KVCache | None, Prefix | None] = (0, None, None)
+        target = np.asarray(key)
+        for entry_key, cache in self._kv.recent(_RECENT_SCAN):
+            n = min(len(entry_key), len(key))
+            differ = np.flatnonzero(np.asarray(entry_key[:n]) != target[:n])
+            shared = int(differ[0]) if differ.size else n
+            if shared > best[0]:
+                best = (shared, cache, entry_key)
+        return best
+
+    def _compute(self, key: Prefix, first_row: int) -> list[np.ndarray]:
+        """Run the model once so that rows for prefix lengths first_row..len(key) come out, memoise
+        them and the KV cache of `key`; returns those rows in order.
+
+        Every call feeds at least two query tokens (see the module docstring); a one-token prefix is fed
+        twice and only its first row and first cache position are kept.
+        """
+        n = len(key)
+        shared, cached, entry_key = self._longest_cached(key)
+        start = max(0, min(shared, first_row - 1, n - 2))
+        base = self.lm.empty_cache() if cached is None or start == 0 else cached.truncate(start)
+        fed = key[start:] if n - start >= 2 else (key[0], key[0])
+        logits, cache = self.lm.verify(fed, base)
+        self.n_model_calls += 1
+        cache = cache.truncate(n)
+        rows = []
+        for length in range(first_row, n + 1):
+            row = np.array(logits[length - start - 1], dtype=np.float32)  # own copy: frees the (k, V) block
+            row.flags.writeable = False
+            self._logits.put(key[:length], row, row.nbytes)
+            if self.disk is not None:
+                self.disk.put_logits(key[:length], row)
+            rows.append(row)
+        if entry_key is not None and len(entry_key) <= n and entry_key == key[:len(entry_key)]:
+            self._kv.pop(entry_key)  # the parent is a view of the child from now on
+        self._kv.put(key, cache, cache.nbytes)
+        return rows
+
+    def _uncached_kv(self, key: Prefix) -> KVCache:
+        fed = key if len(key) >= 2 else (key[0], key[0])
+        _, cache = self.lm.verify(fed, self.lm.empty_cache())
+        self.n_model_calls += 1
+        return cache.truncate(len(key))
