@@ -1,0 +1,125 @@
+"""Roofline times and call costs against values worked out by hand (docs/hardware.md, "Cost of a call").
+
+Toy model: 2 layers, hidden 64, 4 heads × 16, 2 KV heads, vocab 100, 1,000,000 params, untied, fp16.
+  P_head = 100·64 = 6,400; P_body = 1,000,000 − 6,400 (input embedding) − 6,400 (head) = 987,200
+  KV bytes/token = 2·2·2·16·2 = 256; attention FLOPs per (query, key) = 4·2·4·16 = 512
+Toy device: fp32 0.5 TFLOP/s, fp16 1 TFLOP/s, 100 GB/s, η_c = η_m = 0.5, 1 ms per call.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from netsim.hardware.cost import (
+    Cost,
+    attention_context_sum,
+    call_time_s,
+    decode_cost,
+    prefill_cost,
+)
+from netsim.hardware.profile import DeviceProfile
+from netsim.lm.geometry import ModelGeometry
+
+TOY = ModelGeometry(architecture="llama", n_layers=2, hidden_size=64, n_heads=4, n_kv_heads=2, head_dim=16,
+                    vocab_size=100, intermediate_size=128, n_params=1_000_000, dtype="float16")
+
+
+def toy_device(**update: object) -> DeviceProfile:
+    fields: dict[str, object] = dict(
+        name="toy", description="round numbers", kind="cpu_server", runtime="none",
+        memory_bytes="1GB", mem_bw_bytes_per_s="100GB/s",
+        peak_flops={"float32": "0.5TFLOPS", "float16": "1TFLOPS"},
+        eta_compute=0.5, eta_memory=0.5, overhead_per_call_s="1ms", power_idle_w="2W", power_active_w="10W",
+    )
+    fields.update(update)
+    numeric = ["memory_bytes", "mem_bw_bytes_per_s", "eta_compute", "eta_memory", "overhead_per_call_s",
+               "power_idle_w", "power_active_w"]
+    sources = {k: "test" for k in numeric}
+    sources |= {f"peak_flops.{d}": "test" for d in fields["peak_flops"]}  # type: ignore[union-attr]
+    return DeviceProfile.model_validate({**fields, "sources": sources})
+
+
+def test_attention_context_sum_is_causal() -> None:
+    # 3 new tokens after 5 cached: they see 6, 7 and 8 positions.
+    assert attention_context_sum(3, 5) == 6 + 7 + 8
+    assert attention_context_sum(1, 0) == 1
+
+
+def test_decode_cost_by_hand() -> None:
+    c = decode_cost(TOY, past_len=10)
+    # 2·987,200 + 2·6,400 + 512·(10 + 1)
+    assert c.flops == 1_974_400 + 12_800 + 5_632
+    # weights (987,200 + 6,400)·2 + embedding row 64·2 + KV read 10·256 + KV write 1·256
+    assert c.bytes_moved == 1_987_200 + 128 + 2_560 + 256
+    assert (c.dtype, c.n_tokens, c.batch) == ("float16", 1, 1)
+
+
+def test_memory_bound_decode_time_by_hand() -> None:
+    c = decode_cost(TOY, past_len=10)
+    # compute 1,992,832 / 0.5e12 = 3.99 µs < memory 1,990,144 / 50e9 = 39.80 µs
+    assert call_time_s(toy_device(), c) == pytest.approx(1e-3 + 1_990_144 / 50e9, rel=1e-12)
+
+
+def test_compute_bound_prefill_time_by_hand() -> None:
+    c = prefill_cost(TOY, n_tokens=1000, batch=4)
+    # per sequence: 2·987,200·1000 + 2·6,400·1 (last-position logits only) + 512·(1000·1001/2)
+    assert c.flops == 4 * (1_974_400_000 + 12_800 + 256_256_000)
+    # weights once + embedding rows 4·1000·64·2 + no KV read + KV write 4·1000·256
+    assert c.bytes_moved == 1_987_200 + 512_000 + 1_024_000
+    # compute 8,922,675,200 / 0.5e12 = 17.845 ms ≫ memory 3,523,200 / 50e9 = 70 µs
+    assert call_time_s(toy_device(), c) == pytest.approx(1e-3 + 8_922_675_200 / 0.5e12, rel=1e-12)
+
+
+def test_batch_shares_weight_reads_but_multiplies_flops() -> None:
+    one, eight = decode_cost(TOY, past_len=10), decode_cost(TOY, past_len=10, batch=8)
+    assert eight.flops == 8 * one.flops
+    # only the per-sequence part (embedding row + KV read + write = 2,944 B) is multiplied
+    assert eight.bytes_moved == 1_987_200 + 8 * 2_944
+    device = toy_device()
+    assert call_time_s(device, eight) == pytest.approx(1e-3 + (1_987_200 + 8 * 2_944) / 50e9, rel=1e-12)
+    assert call_time_s(device, eight) < 1.02 * call_time_s(device, one)  # batching is nearly free here
+
+
+def test_kv_cache_reads_grow_with_context() -> None:
+    short, long = decode_cost(TOY, past_len=10), decode_cost(TOY, past_len=10_010)
+    assert long.bytes_moved - short.bytes_moved == 10_000 * 256
+    assert long.flops - short.flops == 512 * 10_000
+    assert call_time_s(toy_device(), long) - call_time_s(toy_device(), short) == pytest.approx(
+        10_000 * 256 / 50e9, rel=1e-9)
+
+
+def test_multi_token_verify_needs_logits_everywhere() -> None:
+    verify = decode_cost(TOY, past_len=10, n_tokens=4)
+    # 2·987,200·4 + 2·6,400·4 + 512·(4·10 + 4·5/2)
+    assert verify.flops == 7_897_600 + 51_200 + 25_600
+    same_shape_prefill = prefill_cost(TOY, n_tokens=4, past_len=10)
+    assert verify.flops - same_shape_prefill.flops == 2 * 6_400 * 3  # three more LM-head rows
+    assert verify.bytes_moved == same_shape_prefill.bytes_moved
+
+
+def test_dtype_fallback_sets_the_peak() -> None:
+    device = toy_device()
+    c = decode_cost(TOY, past_len=0)
+    as_bf16 = Cost(c.flops, c.bytes_moved, "bfloat16", 1, 1)
+    as_int4 = Cost(c.flops * 1e4, c.bytes_moved, "int4", 1, 1)
+    assert device.effective_dtype("bfloat16") == "float32"   # bf16 widens to fp32
+    assert device.effective_dtype("int4") == "float16"       # int4 → int8 → fp16
+    assert call_time_s(device, Cost(c.flops * 1e4, 0.0, "float16", 1, 1)) == pytest.approx(
+        1e-3 + c.flops * 1e4 / 0.5e12)
+    assert call_time_s(device, as_int4) == pytest.approx(1e-3 + c.flops * 1e4 / 0.5e12)
+    assert call_time_s(device, Cost(as_bf16.flops * 1e4, 0.0, "bfloat16", 1, 1)) == pytest.approx(
+        1e-3 + c.flops * 1e4 / 0.25e12)
+
+
+def test_fused_costs_add_and_reject_mixed_dtypes() -> None:
+    a = decode_cost(TOY, past_len=0)
+    both = a + a
+    assert (both.flops, both.bytes_moved) == (2 * a.flops, 2 * a.bytes_moved)
+    with pytest.raises(ValueError, match="dtypes"):
+        _ = a + Cost(1.0, 1.0, "float32", 1, 1)
+
+
+@pytest.mark.parametrize("shape", [dict(n_tokens=0, past_len=0), dict(n_tokens=1, past_len=-1)])
+def test_bad_call_shapes_are_refused(shape: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="bad call shape"):
+        prefill_cost(TOY, **shape)
