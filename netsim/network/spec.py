@@ -1,0 +1,178 @@
+"""Configuration of the network: wired links, wireless cells and the transport, validated once at load.
+
+Field names carry their unit (`rate_mbps`, `delay_ms`, `distance_m`) and YAML holds plain numbers, so a
+scenario reads like an ns-3 script. Inner code converts to SI once (`rate_bps`, `delay_s`) and trusts it.
+Defaults of the cell describe a 5G NR n78 macro cell; each cites where the number comes from.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PathLossName = Literal["free_space", "uma_los", "uma_nlos", "umi_los", "umi_nlos"]
+Discipline = Literal["fair", "fifo"]
+
+# TR 38.901 Table 7.4.1-1 validity ranges of the UMa/UMi formulas.
+_D2D_MIN_M = 10.0
+_D2D_MAX_M = 5000.0
+_H_UT_MIN_M = 1.5
+_H_UT_MAX_M = 22.5
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OutageSpec(_Strict):
+    """The medium carries nothing from `start_s` to `end_s` (a cut cable, a handover gap, a blocked beam)."""
+
+    start_s: float = Field(ge=0, description="simulated time the outage begins, seconds")
+    end_s: float = Field(description="simulated time the outage ends, seconds; greater than start_s")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OutageSpec:
+        if not self.end_s > self.start_s:
+            raise ValueError(f"end_s ({self.end_s}) must be greater than start_s ({self.start_s})")
+        return self
+
+
+def _check_outages(outages: list[OutageSpec]) -> None:
+    spans = sorted((o.start_s, o.end_s) for o in outages)
+    for (s0, e0), (s1, e1) in pairwise(spans):
+        if s1 < e0:
+            raise ValueError(f"outages [{s0}, {e0}] s and [{s1}, {e1}] s overlap")
+
+
+class LinkSpec(_Strict):
+    """A wired (or fixed-rate) point-to-point link; `duplex` adds the reverse direction, same parameters."""
+
+    src: str = Field(description="node the link starts at")
+    dst: str = Field(description="node the link ends at")
+    rate_mbps: float = Field(gt=0, description="line rate in Mbit/s (10^6 bit/s), before header overhead")
+    delay_ms: float = Field(0.0, ge=0, description="one-way propagation delay in milliseconds")
+    duplex: bool = Field(True, description="also create dst->src with the same parameters (full duplex)")
+    discipline: Discipline = Field(
+        "fair", description="`fair`: processor sharing among concurrent flows; `fifo`: one message at a time")
+    loss: float = Field(0.0, ge=0, lt=1, description="per-packet loss probability (Bernoulli), retransmitted")
+    mtu_bytes: int = Field(1500, gt=0, description="largest packet on the wire, headers included, bytes")
+    header_bytes: int = Field(40, ge=0, description="header bytes per packet (IPv4 20 + TCP 20 by default)")
+    outages: list[OutageSpec] = Field(default_factory=list, description="intervals when the link is down")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LinkSpec:
+        if self.src == self.dst:
+            raise ValueError(f"a link needs two different ends, got {self.src!r} twice")
+        if self.mtu_bytes <= self.header_bytes:
+            raise ValueError(f"mtu_bytes ({self.mtu_bytes}) must exceed header_bytes ({self.header_bytes})")
+        _check_outages(self.outages)
+        return self
+
+
+class MemberSpec(_Strict):
+    """A device attached to a cell; the optional fields override the cell's value for this device only.
+
+    A bare number in YAML is read as the distance: `members: {phone1: 120}`.
+    """
+
+    distance_m: float = Field(gt=0, description="ground (2D) distance from the base station/AP, metres")
+    h_ut_m: float | None = Field(None, gt=0, description="device antenna height, metres (cell default)")
+    pathloss: PathLossName | None = Field(None, description="path-loss model for this device (cell default)")
+    ue_tx_power_dbm: float | None = Field(None, description="device transmit power, dBm (cell default)")
+    uplink_mbps: float | None = Field(None, gt=0, description="fixed uplink rate, replaces the PHY rate")
+    downlink_mbps: float | None = Field(None, gt=0, description="fixed downlink rate, replaces the PHY one")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _distance_shorthand(cls, value: object) -> object:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"distance_m": value}
+        return value
+
+
+class CellSpec(_Strict):
+    """A wireless cell or access point: members share its uplink and its downlink (airtime fairness).
+
+    Each member's peak rate comes from its link budget — transmit power − path loss (− shadowing, + fading)
+    against thermal noise — through an attenuated, capped Shannon curve; `uplink_mbps`/`downlink_mbps`
+    replace the PHY with fixed rates for bandwidth sweeps.
+    """
+
+    name: str = Field(description="cell name, used in event logs (`cell:up`, `cell:down`)")
+    ap: str = Field(description="the node that is the base station / access point")
+    members: dict[str, MemberSpec] = Field(min_length=1, description="device node → its placement")
+    carrier_ghz: float = Field(3.5, gt=0, description="carrier frequency, GHz (NR band n78, 3.3–3.8 GHz)")
+    bandwidth_mhz: float = Field(
+        100.0, gt=0, description="channel bandwidth, MHz (n78 maximum, TS 38.101-1 Table 5.3.5-1)")
+    ue_tx_power_dbm: float = Field(23.0, description="device transmit power, dBm (class 3, TS 38.101-1)")
+    ap_tx_power_dbm: float = Field(
+        46.0, description="base-station transmit power, dBm (macro BS, TR 36.814 Table A.2.1.1-2)")
+    ue_noise_figure_db: float = Field(9.0, ge=0, description="device receiver noise figure, dB (TR 38.802)")
+    ap_noise_figure_db: float = Field(5.0, ge=0, description="base-station noise figure, dB (TR 38.802)")
+    ue_antenna_gain_dbi: float = Field(0.0, description="device antenna gain, dBi")
+    ap_antenna_gain_dbi: float = Field(0.0, description="base-station antenna/beamforming gain, dBi")
+    pathloss: PathLossName = Field("uma_nlos", description="path-loss model (TR 38.901 Table 7.4.1-1)")
+    h_bs_m: float = Field(25.0, gt=0, description="base-station antenna height, metres (UMa 25, UMi 10)")
+    h_ut_m: float = Field(1.5, gt=0, description="device antenna height, metres (TR 38.901: 1.5–22.5)")
+    shadowing: bool = Field(
+        False, description="draw log-normal shadowing per device (σ from TR 38.901); off = median budget")
+    fading: Literal["none", "rayleigh"] = Field("none", description="small-scale fading model")
+    coherence_ms: float = Field(
+        43.0, gt=0, description="fading block length, ms (Clarke: 0.423/f_D, 3 km/h at 3.5 GHz ≈ 43 ms)")
+    shannon_fraction: float = Field(
+        0.6, gt=0, le=1, description="attenuation α of the Shannon bound (TR 36.942 Annex A.2)")
+    min_snr_db: float = Field(-10.0, description="SNR below which the rate is zero (TR 36.942 Annex A.2)")
+    max_spectral_efficiency_bps_hz: float = Field(
+        7.4063, gt=0, description="spectral-efficiency cap (NR 256QAM, TS 38.214 Table 5.2.2.1-3, CQI 15)")
+    delay_ms: float = Field(5.0, ge=0, description="one-way air + core latency, ms (ITU-R M.2410: 4 ms UP)")
+    discipline: Discipline = Field("fair", description="`fair`: airtime fairness; `fifo`: one at a time")
+    loss: float = Field(0.0, ge=0, lt=1, description="per-packet loss probability after HARQ, retransmitted")
+    mtu_bytes: int = Field(1500, gt=0, description="largest packet on the air, headers included, bytes")
+    header_bytes: int = Field(40, ge=0, description="header bytes per packet")
+    outages: list[OutageSpec] = Field(default_factory=list, description="intervals when the cell is down")
+    uplink_mbps: float | None = Field(None, gt=0, description="fixed uplink rate per device (no PHY)")
+    downlink_mbps: float | None = Field(None, gt=0, description="fixed downlink rate per device")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CellSpec:
+        if self.ap in self.members:
+            raise ValueError(f"the AP {self.ap!r} cannot also be a member")
+        if self.mtu_bytes <= self.header_bytes:
+            raise ValueError(f"mtu_bytes ({self.mtu_bytes}) must exceed header_bytes ({self.header_bytes})")
+        _check_outages(self.outages)
+        for name, member in self.members.items():
+            uses_phy = (member.uplink_mbps or self.uplink_mbps) is None or (
+                member.downlink_mbps or self.downlink_mbps) is None
+            model = member.pathloss or self.pathloss
+            if not uses_phy or model == "free_space":
+                continue
+            h_ut = member.h_ut_m or self.h_ut_m
+            if not _D2D_MIN_M <= member.distance_m <= _D2D_MAX_M:
+                raise ValueError(f"members.{name}.distance_m: TR 38.901 {model} holds for "
+                                 f"{_D2D_MIN_M:g}–{_D2D_MAX_M:g} m, got {member.distance_m:g}")
+            if not _H_UT_MIN_M <= h_ut <= _H_UT_MAX_M:
+                raise ValueError(f"members.{name}: TR 38.901 {model} needs h_ut_m in "
+                                 f"{_H_UT_MIN_M:g}–{_H_UT_MAX_M:g} m, got {h_ut:g}")
+            if h_ut >= self.h_bs_m:
+                raise ValueError(f"members.{name}: h_ut_m ({h_ut:g}) must be below h_bs_m ({self.h_bs_m:g})")
+        return self
+
+
+class TransportSpec(_Strict):
+    """How a message is carried end to end: `ideal` fluid transfer, or a TCP-like window (see docs)."""
+
+    kind: Literal["ideal", "tcp"] = Field(
+        "ideal", description="`ideal`: fluid, full share at once; `tcp`: handshake, slow start, AIMD")
+    init_cwnd_segments: int = Field(10, gt=0, description="TCP initial window, segments (RFC 6928)")
+    rcv_buffer_bytes: int = Field(
+        6_291_456, gt=0, description="receive window cap, bytes (Linux tcp_rmem max, 6 MiB)")
+    keep_alive: bool = Field(
+        True, description="connections stay open between messages (no handshake after the first)")
+    rto_min_s: float = Field(
+        0.2, gt=0, description="minimum RTO, s (Linux); idle longer than RTO restarts slow start (RFC 5681)")
+    outage_timeout_s: float = Field(
+        10.0, gt=0, description="a transfer held by an outage longer than this fails, seconds")
+    max_retx: int = Field(
+        15, ge=0, description="retransmissions of one packet before the transfer fails (Linux tcp_retries2)")

@@ -1,0 +1,96 @@
+"""TCP-like window dynamics on top of the fluid media, one round trip at a time.
+
+A message's bytes leave the sender in rounds: each round puts min(cwnd, rwnd) segments on the first hop
+at the full share the medium gives, then the sender waits for the first ACK, one path RTT after the
+round began (if the burst took longer than the RTT the ACKs were already flowing and the next round
+starts at once). Between rounds the flow is absent from the medium, so others use the idle capacity.
+Window updates follow RFC 5681 with NewReno fast recovery:
+  slow start          cwnd += segments ACKed         (doubles per RTT, from the RFC 6928 window of 10)
+  congestion avoid.   cwnd += 1 segment per RTT      (once cwnd ≥ ssthresh)
+  a round with loss   ssthresh = max(cwnd/2, 2); cwnd = ssthresh
+and cwnd never grows past max(IW, BDP) of the first hop — beyond the bandwidth-delay product a round's
+burst outlasts the RTT, the pipe is full and more window changes nothing. Once the window fills the pipe
+and no loss lies ahead, the rest of the message goes as one burst (no per-round events). An idle
+connection restarts from min(cwnd, IW) after one RTO (RFC 5681 §4.1, Linux slow-start-after-idle).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+
+from netsim.network.link import Link, WirePlan
+
+
+@dataclass(slots=True)
+class Window:
+    """Congestion state of one direction of a connection, in segments."""
+
+    cwnd_segments: float
+    last_active_s: float
+    ssthresh_segments: float = math.inf
+
+    def after_round(self, acked_segments: int, lost_segments: int, cap_segments: float) -> None:
+        if lost_segments:
+            self.ssthresh_segments = max(self.cwnd_segments / 2.0, 2.0)
+            self.cwnd_segments = self.ssthresh_segments
+        elif self.cwnd_segments < self.ssthresh_segments:
+            self.cwnd_segments = min(self.cwnd_segments + acked_segments, self.ssthresh_segments)
+        else:
+            self.cwnd_segments += 1.0
+        self.cwnd_segments = min(self.cwnd_segments, cap_segments)
+
+    def restart_after_idle(self, now_s: float, rto_s: float, init_segments: int) -> None:
+        if now_s - self.last_active_s > rto_s:
+            self.cwnd_segments = min(self.cwnd_segments, float(init_segments))
+
+
+@dataclass(slots=True)
+class Connection:
+    """An open (or opening) connection between two nodes; one window per sending end."""
+
+    established_s: float
+    windows: dict[str, Window] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundsOutcome:
+    fail_reason: str | None
+    sent_nbytes: int
+    outage_wait_s: float
+
+
+def bdp_segments(link: Link, rtt_s: float) -> int:
+    """Packets of this hop's MTU that fill its rate × the path RTT."""
+    return max(1, math.ceil(link.peak_bps * rtt_s / (8.0 * link.mtu_bytes)))
+
+
+def window_rounds(env: simpy.Environment, link: Link, plan: WirePlan, window: Window, rtt_s: float,
+                  init_segments: int, rwnd_segments: int) -> Generator[simpy.Event, Any, RoundsOutcome]:
+    """Send `plan`'s transmissions over `link` in congestion-window rounds (see module docstring)."""
+    bdp = bdp_segments(link, rtt_s)
+    cap = float(max(init_segments, bdp))
+    slot, n_slots = 0, plan.n_slots
+    wait_s = 0.0
+    while True:
+        w = max(1, min(int(window.cwnd_segments), rwnd_segments))
+        # once the window fills the pipe and no loss lies ahead, the rest streams at the full share
+        end = n_slots if w >= bdp and plan.losses_between(slot, n_slots) == 0 else min(slot + w, n_slots)
+        t_round_s = env.now
+        flow = link.medium.transmit(link, plan.nbytes_between(slot, end) * 8)
+        yield flow
+        wait_s += flow.outage_wait_s
+        if flow.fail_reason is not None:
+            return RoundsOutcome(flow.fail_reason, plan.nbytes_between(0, slot) + flow.nbytes_sent, wait_s)
+        lost = plan.losses_between(slot, end)
+        window.after_round(end - slot - lost, lost, cap)
+        slot = end
+        if slot >= n_slots:
+            return RoundsOutcome(None, plan.sent_nbytes, wait_s)
+        ack_wait_s = t_round_s + rtt_s - env.now
+        if ack_wait_s > 0.0:
+            yield env.timeout(ack_wait_s)
