@@ -31,6 +31,7 @@ from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 from netsim.errors import ModelError
 from netsim.lm.geometry import ModelGeometry
 from netsim.lm.manifest import Manifest, sha256_file, write_manifest
+from netsim.lm.onnx_lm import geometry_from_onnx
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -38,6 +39,8 @@ CONFIG_FILE = "config.json"
 OPSET = 17
 
 ROLES = ("slm", "llm", "any")
+GRAPH_STATED = ("n_layers", "hidden_size", "n_kv_heads", "head_dim", "vocab_size")
+"""Geometry fields the ONNX graph fixes by itself (shapes of the cache, logits and embedding)."""
 FP16_MIN_ELEMENTS = 1024
 """Initializers at least this large are stored as float16 (norm gains and the like stay float32)."""
 
@@ -96,40 +99,6 @@ def geometry_from_config(config: PretrainedConfig, n_params: int | None = None) 
         dtype="float32",
         tied_embeddings=bool(config.tie_word_embeddings),
     )
-
-
-def graph_geometry(model_path: Path) -> dict[str, int]:
-    """Layers, KV heads, head_dim and vocabulary as the ONNX graph declares them (Optimum layout).
-
-    A graph whose inputs or outputs do not follow the layout is a ModelError naming what is missing.
-    """
-    model = onnx.load(str(model_path), load_external_data=False)
-    inputs = {i.name: i for i in model.graph.input}
-    outputs = {o.name: o for o in model.graph.output}
-    missing = [n for n in ("input_ids", "attention_mask", "logits") if n not in inputs and n not in outputs]
-    n_layers = sum(1 for n in inputs if n.startswith("past_key_values.") and n.endswith(".key"))
-    if n_layers == 0:
-        missing.append("past_key_values.0.key")
-    missing += [
-        name
-        for i in range(n_layers)
-        for name in (f"past_key_values.{i}.key", f"past_key_values.{i}.value",
-                     f"present.{i}.key", f"present.{i}.value")
-        if name not in inputs and name not in outputs
-    ]
-    if missing:
-        raise ModelError(f"{model_path}: not an Optimum-layout causal LM (missing {', '.join(missing[:4])})")
-
-    def dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
-        return [d.dim_value if d.HasField("dim_value") else d.dim_param
-                for d in value_info.type.tensor_type.shape.dim]
-
-    past = dims(inputs["past_key_values.0.key"])  # (batch, kv_heads, past_len, head_dim)
-    logits = dims(outputs["logits"])  # (batch, seq, vocab)
-    static = (past[1], past[3], logits[2])
-    if len(past) != 4 or len(logits) != 3 or not all(isinstance(d, int) and d > 0 for d in static):
-        raise ModelError(f"{model_path}: past_key_values/logits shapes {past}/{logits} lack static sizes")
-    return {"n_layers": n_layers, "n_kv_heads": past[1], "head_dim": past[3], "vocab_size": logits[2]}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -366,11 +335,14 @@ def export_causal_lm(
     saved = _compact(model_path, store_fp16=store_fp16)
     export_time_s = time.perf_counter() - started
 
-    graph = graph_geometry(model_path)
+    # Exact parameter count from torch (a graph sum would merge identical initializers); every number
+    # the graph itself states must agree with the config.
     geometry = geometry_from_config(config, n_params=sum(p.numel() for p in model.parameters()))
-    declared = {k: getattr(geometry, k) for k in graph}
-    if graph != declared:
-        raise ModelError(f"{model_path}: graph geometry {graph} disagrees with the config {declared}")
+    read_back = geometry_from_onnx(model_path, config.to_dict())
+    wrong = [f"{k} {getattr(read_back, k)} (config {getattr(geometry, k)})" for k in GRAPH_STATED
+             if getattr(read_back, k) != getattr(geometry, k)]
+    if wrong:
+        raise ModelError(f"{model_path}: the exported graph disagrees with the config: {', '.join(wrong)}")
 
     started = time.perf_counter()
     worst = _verify_against_torch(model, model_path)
