@@ -196,18 +196,23 @@ def _embedding_name(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> st
     return None
 
 
-def _n_params(arrays: dict[str, np.ndarray], embedding: np.ndarray | None) -> tuple[int, bool]:
+def _n_params(graph: onnx.GraphProto, arrays: dict[str, np.ndarray],
+              embedding_name: str | None) -> tuple[int, bool]:
     """Sum of float initializer sizes, and whether the output head is the embedding (tied).
 
-    A tied head shows up as a second initializer holding the embedding transposed (the legacy exporter
-    constant-folds `MatMul(x, Wᵀ)`), or as the same table used twice; either is counted once.
+    A tied head shows up as the embedding table feeding a second node besides the input Gather (a
+    Transpose or MatMul for the head), or as an initializer holding the table transposed (a
+    constant-folded `MatMul(x, Wᵀ)`); either way it is counted once.
     """
     total = sum(int(a.size) for a in arrays.values())
-    if embedding is None:
+    if embedding_name is None:
         return total, False
+    consumers = sum(1 for node in graph.node for name in node.input if name == embedding_name)
+    if consumers > 1:
+        return total, True
+    embedding = arrays[embedding_name]
     flipped = embedding.shape[::-1]
-    transposed = [a for a in arrays.values() if a.shape == flipped and np.array_equal(a.T, embedding)]
-    if transposed:
+    if any(a.shape == flipped and np.array_equal(a.T, embedding) for a in arrays.values()):
         return total - int(embedding.size), True
     return total, False
 
@@ -277,7 +282,7 @@ def _geometry(model: onnx.ModelProto, io: GraphIO, config: dict | None,
         hidden = int(config["hidden_size"])
     else:
         raise ModelError(f"{where}: no input-embedding table found and no config.json gives hidden_size")
-    n_params, tied = _n_params(arrays, embedding)
+    n_params, tied = _n_params(model.graph, arrays, name)
     if "num_attention_heads" in config and "intermediate_size" in config:
         n_heads, ffn = int(config["num_attention_heads"]), int(config["intermediate_size"])
     elif (found := _heads_and_ffn(arrays, hidden, n_layers, n_kv_heads * head_dim, head_dim)) is not None:
