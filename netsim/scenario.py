@@ -17,9 +17,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from netsim.errors import ScenarioError
+from netsim.errors import InputError, ScenarioError
 from netsim.lm.sampling import SamplingSpec
 from netsim.network.spec import CellSpec, LinkSpec, TransportSpec
+from netsim.network.topology import build_graph
 from netsim.policies import POLICY_NAMES, PolicySpec
 
 Role = Literal["device", "edge", "cloud", "router"]
@@ -137,6 +138,11 @@ class Scenario(_Strict):
                 problems.append(f"workload.devices: unknown node {d!r}")
             elif nodes[d].role != "device":
                 problems.append(f"workload.devices: {d!r} is a {nodes[d].role}, not a device")
+        if not problems:
+            try:
+                build_graph(nodes, self.topology.links, self.topology.cells)
+            except InputError as exc:
+                problems.append(f"topology.{exc}")
         if problems:
             raise ValueError("\n".join(problems))
         return self

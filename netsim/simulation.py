@@ -10,7 +10,7 @@ import simpy
 import netsim
 from netsim.lm.zoo import ModelStore
 from netsim.metrics import RequestRecord, requests_frame, summarize
-from netsim.network.network import TransferFailed
+from netsim.network.delivery import TransferFailed
 from netsim.policies import serve_fn
 from netsim.policies.base import ProcessGenerator, RequestContext
 from netsim.results import Results

@@ -16,7 +16,7 @@ import simpy
 
 from netsim.errors import InputError, ScenarioError
 from netsim.hardware.compute import Compute
-from netsim.hardware.profile import DeviceProfile, load_profile, memory_needed_bytes
+from netsim.hardware.profile import DeviceProfile, load_profile
 from netsim.lm.geometry import ModelGeometry
 from netsim.lm.memo import LanguageModel
 from netsim.lm.zoo import ModelStore
@@ -141,12 +141,10 @@ def check_scenario(scenario: Scenario, store: ModelStore | None = None) -> None:
                 field_name = "charged_as" if ref.charged_as and "card" in str(exc) else "name"
                 problems.append(f"{where}.models[{i}].{field_name}: {exc}")
         if profile is not None and charged:
-            need = memory_needed_bytes(charged)
-            if need > profile.memory_bytes:
-                problems.append(
-                    f"{where}.models: need {need / 1e9:.2f} GB of weights but {profile.name} has "
-                    f"{profile.memory_bytes / 1e9:.2f} GB of memory"
-                )
+            # Weights plus the KV cache of every slot's generated tokens: a lower bound (prompts add more).
+            problem = profile.fit_problem(charged, kv_tokens=spec.slots * scenario.workload.max_new_tokens)
+            if problem:
+                problems.append(f"{where}.models: {problem}")
     graph = build_graph(topo.nodes, topo.links, topo.cells)
     clouds = [n for n, s in topo.nodes.items() if s.role == "cloud"]
     for device in scenario.request_devices:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from netsim.hardware.compute import radio_energy_j
 from netsim.hardware.cost import decode_cost, prefill_cost
 from netsim.metrics import RequestRecord
-from netsim.network.network import Delivery
+from netsim.network.delivery import Delivery
 
 if TYPE_CHECKING:
     from netsim.workload import Request
