@@ -37,7 +37,7 @@ from netsim.lm.tokenizer import Tokenizer
 
 DEFAULT_LOGITS_MEMO_NBYTES = 256 << 20
 DEFAULT_KV_MEMO_NBYTES = 512 << 20
-_GENERATE_MEMO_ENTRIES = 65_536
+DEFAULT_GENERATE_MEMO_ENTRIES = 65_536
 _RECENT_SCAN = 32
 """How many recently used KV caches are searched for a shared prefix when no exact parent is cached."""
 
@@ -137,16 +137,21 @@ class DiskMemo:
 
 
 class LanguageModel:
-    """An `OnnxCausalLM` behind an exact memo; what policies call. One instance per model per process."""
+    """An `OnnxCausalLM` behind an exact memo; what policies call. One instance per model per process.
+
+    Budgets of 0 turn the memo off (every query recomputes its prefix from scratch) — the reference the
+    tests compare the memo against.
+    """
 
     def __init__(self, lm: OnnxCausalLM, *, disk_dir: Path | None = None,
                  logits_memo_nbytes: int = DEFAULT_LOGITS_MEMO_NBYTES,
-                 kv_memo_nbytes: int = DEFAULT_KV_MEMO_NBYTES) -> None:
+                 kv_memo_nbytes: int = DEFAULT_KV_MEMO_NBYTES,
+                 generate_memo_entries: int = DEFAULT_GENERATE_MEMO_ENTRIES) -> None:
         self.lm = lm
         self.disk = DiskMemo(disk_dir, lm.sha256, lm.geometry.vocab_size) if disk_dir is not None else None
         self._logits: _LRU[np.ndarray] = _LRU(logits_memo_nbytes)
         self._kv: _LRU[KVCache] = _LRU(kv_memo_nbytes)
-        self._generated: _LRU[tuple[int, ...]] = _LRU(_GENERATE_MEMO_ENTRIES)
+        self._generated: _LRU[tuple[int, ...]] = _LRU(generate_memo_entries)
         self.n_model_calls = 0
         """onnxruntime invocations so far (what the memo saves; tests count them)."""
 
