@@ -34,7 +34,8 @@ class ModelRef(_Strict):
     """A model hosted on a node; `charged_as` bills its compute and bytes as a public model's cost card."""
 
     name: str = Field(description="bundled or cached model (see `netsim models list`)")
-    charged_as: str | None = Field(None, description="cost card (e.g. qwen3-0.6b); tokens still come from `name`")
+    charged_as: str | None = Field(
+        None, description="cost card (e.g. qwen3-0.6b); tokens still come from `name`")
 
     @model_validator(mode="before")
     @classmethod
@@ -255,9 +256,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         else:
             raise ScenarioError([f"--set {key}: no such path ({_path(steps[: depth + 1])})"])
     last = steps[-1]
-    if isinstance(node, dict):
-        node[last] = value
-    elif isinstance(node, list) and isinstance(last, int) and last < len(node):
+    if isinstance(node, dict) or (isinstance(node, list) and isinstance(last, int) and last < len(node)):
         node[last] = value
     else:
         raise ScenarioError([f"--set {key}: no such path"])

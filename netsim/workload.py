@@ -58,7 +58,8 @@ def _read_trace(path: Path, n: int, devices: list[str]) -> tuple[list[float], li
         try:
             t = float(row["t_s"])
         except (TypeError, ValueError):
-            raise InputError(f"workload.arrival.path: {path}:{line}: t_s {row['t_s']!r} is not a number") from None
+            raise InputError(
+                f"workload.arrival.path: {path}:{line}: t_s {row['t_s']!r} is not a number") from None
         if t < 0:
             raise InputError(f"workload.arrival.path: {path}:{line}: t_s must be >= 0")
         device = (row.get("device") or "").strip() or None

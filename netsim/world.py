@@ -87,7 +87,8 @@ class World:
                 cost = (self.net.route_delay_s(src, node.name), node.name)
                 best = cost if best is None or cost < best else best
         if best is None:
-            raise InputError(f"no {'/'.join(roles)} node hosting {model or 'a model'} is reachable from {src}")
+            raise InputError(
+                f"no {'/'.join(roles)} node hosting {model or 'a model'} is reachable from {src}")
         return self.nodes[best[1]]
 
 
@@ -148,8 +149,10 @@ def check_scenario(scenario: Scenario, store: ModelStore | None = None) -> None:
     graph = build_graph(topo.nodes, topo.links, topo.cells)
     clouds = [n for n, s in topo.nodes.items() if s.role == "cloud"]
     for device in scenario.request_devices:
-        if clouds and not any(nx.has_path(graph, device, c) and nx.has_path(graph, c, device) for c in clouds):
-            problems.append(f"topology.nodes.{device}: device has no route to and from the cloud ({', '.join(clouds)})")
+        if clouds and not any(nx.has_path(graph, device, c) and nx.has_path(graph, c, device)
+                              for c in clouds):
+            problems.append(f"topology.nodes.{device}: device has no route to and from the cloud "
+                            f"({', '.join(clouds)})")
     if not problems:
         problems += policy_checks(scenario, graph)
     if problems:

@@ -34,7 +34,8 @@ def run(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
     out: Annotated[Path | None, typer.Option("-o", "--out", help="run directory (default runs/NAME)")] = None,
     seed: Annotated[int | None, typer.Option(help="override the scenario seed")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: dotted.path=value")] = None,
+    set_: Annotated[list[str] | None,
+                    typer.Option("--set", help="override a field: dotted.path=value")] = None,
 ) -> None:
     """Run one scenario and write requests/events parquet, summary.json and the resolved scenario."""
     from netsim.report.console import run_with_progress
@@ -52,7 +53,8 @@ def run(
 def validate(
     scenario: Annotated[Path | None, typer.Argument(help="scenario YAML")] = None,
     schema: Annotated[bool, typer.Option("--schema", help="print the scenario JSON Schema")] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: dotted.path=value")] = None,
+    set_: Annotated[list[str] | None,
+                    typer.Option("--set", help="override a field: dotted.path=value")] = None,
 ) -> None:
     """Check a scenario without running it: exit 0, or exit 2 with one line per problem."""
     from netsim.scenario import load_scenario, scenario_json_schema

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from netsim.hardware.compute import radio_energy_j
 from netsim.hardware.cost import decode_cost, prefill_cost
 from netsim.metrics import RequestRecord
-from netsim.network.delivery import Delivery
+from netsim.network.delivery import Delivery, TransferFailed
 
 if TYPE_CHECKING:
     from netsim.workload import Request
@@ -67,6 +67,25 @@ class RequestContext:
             rec.bytes_down += nbytes
             rec.energy_radio_j += radio_energy_j(device.profile, bits_tx=0, bits_rx=8 * nbytes)
         return delivery
+
+    def background(self, steps: ProcessGenerator) -> simpy.Process:
+        """Run `steps` concurrently (e.g. a token on its way down while the next is decoded). A transfer
+        failure inside is held, not raised into the event loop, and re-raised by `join`."""
+
+        def guarded() -> ProcessGenerator:
+            try:
+                return (yield from steps)
+            except TransferFailed as exc:
+                return exc
+
+        return self.env.process(guarded())
+
+    def join(self, processes: list[simpy.Process]) -> ProcessGenerator:
+        """Wait for background steps; the first transfer failure among them fails the request."""
+        yield self.env.all_of(processes)
+        for proc in processes:
+            if isinstance(proc.value, TransferFailed):
+                raise proc.value
 
     def prefill(self, node: Node, model: HostedModel, n_tokens: int, past_len: int = 0
                 ) -> Generator[simpy.Event, Any, float]:

@@ -26,7 +26,7 @@ class Params(PolicyParams):
 
 
 def serve(ctx: RequestContext, params: Params) -> ProcessGenerator:
-    env, rec, device = ctx.env, ctx.record, ctx.device
+    rec, device = ctx.record, ctx.device
     server = (ctx.world.nodes[params.server] if params.server
               else ctx.world.nearest(device.name, ("cloud",), params.model))
     model = server.model(params.model)
@@ -46,8 +46,8 @@ def serve(ctx: RequestContext, params: Params) -> ProcessGenerator:
     for i in range(len(output)):
         if i > 0:
             yield from ctx.decode(server, model, past_len=len(prompt_ids) + i - 1)
-        downlinks.append(env.process(_stream_token(ctx, server.name)))
-    yield env.all_of(downlinks)
+        downlinks.append(ctx.background(_stream_token(ctx, server.name)))
+    yield from ctx.join(downlinks)
     rec.tokens_llm = len(output)
     rec.output_text = model.lm.tokenizer.decode(output)
 
