@@ -317,7 +317,9 @@ def export_causal_lm(
         if unrepresentable:
             raise ValueError(f"store_fp16: {unrepresentable[0]} (+{len(unrepresentable) - 1}) not "
                              "float16-representable; call model.half().float() first")
-    model = model.eval().float()
+    model = model.eval()
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        model = model.float()  # netsim computes in float32 (a GGUF-loaded model is, and refuses .float())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
