@@ -107,7 +107,7 @@ def verify_model(model_dir: Path, *, n_tokens: int = 24, seed: int = 0) -> Verif
     n_prefill = n_tokens // 3
     logits, cache = lm.prefill(ids[:n_prefill])
     rows = [logits[-1]]
-    for token in ids[n_prefill:-1]:
+    for token in ids[n_prefill:]:
         row, cache = lm.decode(token, cache)
         rows.append(row)
     diff = float(np.abs(np.stack(rows) - full[n_prefill - 1:]).max())
