@@ -88,5 +88,6 @@ def test_passages_merge_paragraphs_up_to_bounds() -> None:
 
 
 def test_clean_text_strips_licence_markers_and_normalises() -> None:
-    raw = "\ufeffheader\r\n*** START OF THE BOOK ***\r\nline one   \r\n\r\n\r\n\r\nline two\r\n*** END OF IT ***\r\nlicence"
+    raw = ("\ufeffheader\r\n*** START OF THE BOOK ***\r\nline one   \r\n\r\n\r\n\r\nline two\r\n"
+           "*** END OF IT ***\r\nlicence")
     assert clean_text(raw) == "line one\n\nline two\n"
