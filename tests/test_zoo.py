@@ -112,3 +112,13 @@ def test_cli_bad_input_exits_2_with_one_line(cli_env: Path) -> None:
     assert runner.invoke(app, ["verify", "beta"]).exit_code == 2
     missing = runner.invoke(app, ["import", str(cli_env / "does-not-exist")])
     assert missing.exit_code == 2 and "no such file" in missing.stderr
+
+
+def test_cli_eval_prints_the_task_numbers(search_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NETSIM_MODELS_PATH", str(search_root))  # the corpus stays in the usual cache
+    result = CliRunner().invoke(app, ["eval", "alpha", "beta", "--passages", "2", "--questions", "4"])
+    assert result.exit_code == 0, result.output
+    for text in ("alpha", "beta", "next-token acc", "NLL nats/token", "MC acc", "4 multiple-choice"):
+        assert text in result.output
+    nll = [float(line.split("│")[4]) for line in result.output.splitlines() if line.startswith("│ alpha")]
+    assert len(nll) == 1 and 4.0 < nll[0] < 8.0  # a random 320-token model: about ln 320 ≈ 5.8 nats

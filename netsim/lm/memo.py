@@ -212,6 +212,10 @@ class LanguageModel:
                 cache = self._uncached_kv(key)
         return cache
 
+    def embed(self, ids: Sequence[int]) -> np.ndarray:
+        """Input-embedding rows (n, hidden) of `ids` (not memoised: a table lookup)."""
+        return self.lm.embed(ids)
+
     def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: SamplingSpec,
                  seed: Sequence[int] | int, stop_at_eos: bool = True) -> list[int]:
         """Up to `max_new_tokens` tokens after the prompt; the RNG comes from `seed` alone
