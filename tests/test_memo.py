@@ -12,7 +12,7 @@ from runtime_models import export_netsim, tiny_model, train_tokenizer, vocab_siz
 from netsim.lm.memo import LanguageModel
 from netsim.lm.onnx_lm import OnnxCausalLM
 from netsim.lm.sampling import SamplingSpec
-from netsim.paths import PROJECT_ROOT
+from netsim.paths import PROJECT_ROOT, cache_dir
 
 SAMPLED = SamplingSpec(temperature=0.9, top_k=40)
 
@@ -40,6 +40,12 @@ def _bundled_lms() -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / "model.yaml").is_file()) if root.is_dir() else []
 
 
+def _cached_lms() -> list[Path]:
+    """Models built or imported into the cache (e.g. `netsim models build smollm2-135m`)."""
+    root = cache_dir() / "models"
+    return sorted(p for p in root.iterdir() if (p / "model.yaml").is_file()) if root.is_dir() else []
+
+
 def _assert_path_independent(lm: OnnxCausalLM, ids: list[int]) -> None:
     """Logits of every prefix are bitwise the same whether the prefix came from one long forward pass,
     from stepping token by token through the memo, or from a chunked verify on a reused cache."""
@@ -62,6 +68,14 @@ def test_logits_do_not_depend_on_how_the_prefix_was_computed(lm: OnnxCausalLM) -
 def test_bundled_model_logits_are_path_independent(model_dir: Path) -> None:
     lm = OnnxCausalLM.load(model_dir)
     _assert_path_independent(lm, lm.tokenizer.encode("JULIET. O Romeo, Romeo, wherefore art thou Romeo?"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_dir", _cached_lms(), ids=lambda p: p.name)
+def test_cached_model_logits_are_path_independent(model_dir: Path) -> None:
+    """The memo's exactness on real pretrained weights (SmolLM2-135M: 30 layers, 49,152 logits)."""
+    lm = OnnxCausalLM.load(model_dir, threads=2)
+    _assert_path_independent(lm, lm.tokenizer.encode("The capital of France is Paris, and the capital of"))
 
 
 def test_memo_on_off_and_disk_give_identical_results(lm: OnnxCausalLM, tmp_path: Path) -> None:
