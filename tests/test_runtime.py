@@ -11,7 +11,7 @@ import torch
 from runtime_models import export_independent, export_netsim, tiny_model, train_tokenizer, vocab_size
 
 from netsim.lm.onnx_lm import KVCache, OnnxCausalLM, geometry_from_onnx
-from netsim.paths import PROJECT_ROOT
+from netsim.paths import PROJECT_ROOT, cache_dir
 
 TOL = 1e-4
 
@@ -199,5 +199,19 @@ def _bundled_model_dirs() -> list[Path]:
 def test_bundled_model_incremental_equals_full(model_dir: Path) -> None:
     lm = OnnxCausalLM.load(model_dir)
     ids = lm.tokenizer.encode("ROMEO. But soft, what light through yonder window breaks? It is the east")
+    full, _ = lm.prefill(ids)
+    assert np.abs(_incremental(lm, ids, 4) - full[3:]).max() < TOL
+
+
+def _cached_model_dirs() -> list[Path]:
+    root = cache_dir() / "models"
+    return sorted(p for p in root.iterdir() if (p / "model.yaml").is_file()) if root.is_dir() else []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_dir", _cached_model_dirs(), ids=lambda p: p.name)
+def test_cached_model_incremental_equals_full(model_dir: Path) -> None:
+    lm = OnnxCausalLM.load(model_dir, threads=2)
+    ids = lm.tokenizer.encode("Once upon a time, in a small village by the sea, there lived an old fisherman")
     full, _ = lm.prefill(ids)
     assert np.abs(_incremental(lm, ids, 4) - full[3:]).max() < TOL
