@@ -86,7 +86,12 @@ def _converter(path: Path) -> Callable[[Path, Path, str], None]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _from_gguf(path: Path, out_dir: Path, name: str) -> None:
+def load_gguf(path: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """(transformers model in float32, its tokenizer, the GGUF's `general.*` metadata) from a GGUF file.
+
+    transformers dequantises the weights and undoes llama.cpp's rotary row order; the tokenizer is
+    rebuilt from the vocabulary and merges stored in the GGUF metadata.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer  # train extra; the runtime never needs it
 
     metadata = gguf_metadata(path)
@@ -96,6 +101,22 @@ def _from_gguf(path: Path, out_dir: Path, name: str) -> None:
                                                      dtype="float32")
     except Exception as exc:  # transformers and gguf raise many types for an unreadable file
         raise ModelError(f"{path}: cannot load this GGUF ({_first_line(exc)})") from exc
+    # The weights are plain float32 now; a leftover quantization_config would mislead any later reader.
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    return model.eval(), tokenizer, metadata
+
+
+def write_tokenizer_json(tokenizer: Any, path: Path) -> None:
+    """Save a transformers tokenizer in the tokenizers-library form netsim loads (`tokenizer.json`)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ModelError(f"{type(tokenizer).__name__}: no tokenizers-library form to write as {path.name}")
+    backend.save(str(path))
+
+
+def _from_gguf(path: Path, out_dir: Path, name: str) -> None:
+    model, tokenizer, metadata = load_gguf(path)
     provenance = {
         "imported_from": "gguf", "source_file": path.name, "source_sha256": sha256_file(path),
         "source_name": metadata.get("general.name"), "source_file_type": metadata.get("general.file_type"),
@@ -124,15 +145,9 @@ def _export(model: Any, tokenizer: Any, out_dir: Path, *, name: str, license: st
             provenance: dict[str, Any]) -> None:
     from netsim.lm.export import export_causal_lm
 
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise ModelError(f"{name}: its tokenizer has no tokenizers-library form to write as {TOKENIZER_FILE}")
-    # The weights are plain float32 now; a leftover quantization_config would mislead any later reader.
-    if getattr(model.config, "quantization_config", None) is not None:
-        del model.config.quantization_config
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer_json = Path(scratch) / TOKENIZER_FILE
-        backend.save(str(tokenizer_json))
+        write_tokenizer_json(tokenizer, tokenizer_json)
         export_causal_lm(model, out_dir, tokenizer_json=tokenizer_json, name=name, role="any",
                          description=description, license=license, provenance=provenance)
 
