@@ -176,29 +176,33 @@ def read_graph_io(graph: onnx.GraphProto, where: Path) -> GraphIO:
     )
 
 
-def _initializer_arrays(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Float initializers as arrays, with `X = Cast(X_fp16)` resolved so fp16-stored weights count once
-    under the name the graph computes with."""
-    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.data_type in _FLOAT_TYPES}
+def _float_initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """Float initializers by the name the graph computes with: `X = Cast(X_fp16)` resolves to X, so a
+    float16-stored weight counts once. Tensors stay protobufs; only the few inspected become arrays."""
+    tensors = {i.name: i for i in graph.initializer if i.data_type in _FLOAT_TYPES}
     for node in graph.node:
-        if node.op_type == "Cast" and node.input[0] in arrays:
-            arrays[node.output[0]] = arrays.pop(node.input[0])
-    return arrays
+        if node.op_type == "Cast" and node.input[0] in tensors:
+            tensors[node.output[0]] = tensors.pop(node.input[0])
+    return tensors
 
 
-def _embedding_name(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> str | None:
+def _shape(tensor: onnx.TensorProto) -> tuple[int, ...]:
+    return tuple(int(d) for d in tensor.dims)
+
+
+def _embedding_name(graph: onnx.GraphProto, tensors: dict[str, onnx.TensorProto]) -> str | None:
     """The table a Gather indexes with `input_ids` (possibly through a Cast of the ids)."""
     ids_aliases = {"input_ids"}
     for node in graph.node:
         if node.op_type == "Cast" and node.input[0] in ids_aliases:
             ids_aliases.add(node.output[0])
     for node in graph.node:
-        if node.op_type == "Gather" and node.input[1] in ids_aliases and node.input[0] in arrays:
+        if node.op_type == "Gather" and node.input[1] in ids_aliases and node.input[0] in tensors:
             return node.input[0]
     return None
 
 
-def _n_params(graph: onnx.GraphProto, arrays: dict[str, np.ndarray],
+def _n_params(graph: onnx.GraphProto, tensors: dict[str, onnx.TensorProto],
               embedding_name: str | None) -> tuple[int, bool]:
     """Sum of float initializer sizes, and whether the output head is the embedding (tied).
 
@@ -206,20 +210,21 @@ def _n_params(graph: onnx.GraphProto, arrays: dict[str, np.ndarray],
     Transpose or MatMul for the head), or as an initializer holding the table transposed (a
     constant-folded `MatMul(x, Wᵀ)`); either way it is counted once.
     """
-    total = sum(int(a.size) for a in arrays.values())
+    total = sum(int(np.prod(_shape(t))) for t in tensors.values())
     if embedding_name is None:
         return total, False
     consumers = sum(1 for node in graph.node for name in node.input if name == embedding_name)
     if consumers > 1:
         return total, True
-    embedding = arrays[embedding_name]
+    embedding = numpy_helper.to_array(tensors[embedding_name])
     flipped = embedding.shape[::-1]
-    if any(a.shape == flipped and np.array_equal(a.T, embedding) for a in arrays.values()):
+    candidates = [t for t in tensors.values() if _shape(t) == flipped]
+    if any(np.array_equal(numpy_helper.to_array(t).T, embedding) for t in candidates):
         return total - int(embedding.size), True
     return total, False
 
 
-def _heads_and_ffn(arrays: dict[str, np.ndarray], hidden: int, n_layers: int, kv_dim: int,
+def _heads_and_ffn(tensors: dict[str, onnx.TensorProto], hidden: int, n_layers: int, kv_dim: int,
                    head_dim: int) -> tuple[int, int] | None:
     """Attention heads and MLP width from weight shapes, for graphs without a config.json.
 
@@ -229,12 +234,11 @@ def _heads_and_ffn(arrays: dict[str, np.ndarray], hidden: int, n_layers: int, kv
     times is heads·head_dim. Ambiguous shapes return None.
     """
     counts: dict[int, int] = {}
-    for a in arrays.values():
-        if a.ndim == 2 and hidden in a.shape and a.shape != (hidden, hidden):
-            other = a.shape[1] if a.shape[0] == hidden else a.shape[0]
+    for tensor in tensors.values():
+        shape = _shape(tensor)
+        if len(shape) == 2 and hidden in shape:
+            other = shape[1] if shape[0] == hidden else shape[0]
             counts[other] = counts.get(other, 0) + 1
-        elif a.ndim == 2 and a.shape == (hidden, hidden):
-            counts[hidden] = counts.get(hidden, 0) + 1
     ffn = [d for d, c in counts.items() if c == 3 * n_layers]
     q_dims = [d for d, c in counts.items() if c == 2 * n_layers and d != kv_dim]
     if kv_dim in counts and counts[kv_dim] == 4 * n_layers:
@@ -258,9 +262,9 @@ def _geometry(model: onnx.ModelProto, io: GraphIO, config: dict | None,
               where: Path) -> tuple[ModelGeometry, np.ndarray | None]:
     """Geometry plus the input-embedding table (vocab, hidden) as float32, when the graph has one."""
     config = config or {}
-    arrays = _initializer_arrays(model.graph)
-    name = _embedding_name(model.graph, arrays)
-    embedding = arrays.get(name) if name else None
+    tensors = _float_initializers(model.graph)
+    name = _embedding_name(model.graph, tensors)
+    embedding = numpy_helper.to_array(tensors[name]) if name else None
     n_layers = len(io.past_names) // 2
 
     def static(value: int | str, key: str) -> int:
@@ -284,10 +288,10 @@ def _geometry(model: onnx.ModelProto, io: GraphIO, config: dict | None,
         hidden = int(config["hidden_size"])
     else:
         raise ModelError(f"{where}: no input-embedding table found and no config.json gives hidden_size")
-    n_params, tied = _n_params(model.graph, arrays, name)
+    n_params, tied = _n_params(model.graph, tensors, name)
     if "num_attention_heads" in config and "intermediate_size" in config:
         n_heads, ffn = int(config["num_attention_heads"]), int(config["intermediate_size"])
-    elif (found := _heads_and_ffn(arrays, hidden, n_layers, n_kv_heads * head_dim, head_dim)) is not None:
+    elif (found := _heads_and_ffn(tensors, hidden, n_layers, n_kv_heads * head_dim, head_dim)) is not None:
         n_heads, ffn = found
     else:
         raise ModelError(f"{where}: cannot tell attention heads / MLP width from the weights; "
