@@ -54,6 +54,7 @@ def import_model(path: Path, name: str | None = None, out_root: Path | None = No
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_root))
     try:
         convert(path, staging, name)
+        staging.chmod(0o755)  # mkdtemp makes it private; the store is shared like any cache
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
