@@ -23,14 +23,15 @@ Direction = Literal["up", "down"]
 class Channel:
     """Peak rate of one member-direction; constant unless block fading is on."""
 
-    __slots__ = ("_block", "_rate_bps", "bandwidth_hz", "coherence_s", "fraction", "max_se_bps_hz",
+    __slots__ = ("_block", "_rate_bps", "coherence_s", "effective_bandwidth_hz", "fraction", "max_se_bps_hz",
                  "mean_rate_bps", "mean_snr_db", "min_snr_db", "rng")
 
-    def __init__(self, mean_snr_db: float, bandwidth_hz: float, fraction: float, min_snr_db: float,
+    def __init__(self, mean_snr_db: float, effective_bandwidth_hz: float, fraction: float, min_snr_db: float,
                  max_se_bps_hz: float, coherence_s: float | None = None,
                  rng: np.random.Generator | None = None) -> None:
         self.mean_snr_db = mean_snr_db
-        self.bandwidth_hz = bandwidth_hz
+        self.effective_bandwidth_hz = effective_bandwidth_hz
+        """Carrier bandwidth × the airtime share of this direction (TDD), the B of the Shannon rate."""
         self.fraction = fraction
         self.min_snr_db = min_snr_db
         self.max_se_bps_hz = max_se_bps_hz
@@ -46,14 +47,14 @@ class Channel:
         return self.coherence_s is not None
 
     def _rate_at(self, snr_db: float) -> float:
-        return wireless.shannon_rate_bps(self.bandwidth_hz, snr_db, self.fraction, self.min_snr_db,
+        return wireless.shannon_rate_bps(self.effective_bandwidth_hz, snr_db, self.fraction, self.min_snr_db,
                                          self.max_se_bps_hz)
 
     def rate_bps(self, t_s: float) -> float:
         """Peak rate at `t_s`; with fading, the block containing `t_s` (queried at non-decreasing times)."""
         if self.coherence_s is None or self.rng is None:
             return self._rate_bps
-        block = int(t_s // self.coherence_s)
+        block = self._block_of(t_s)
         if block != self._block:
             self._block = block
             gain = wireless.rayleigh_power_gain(self.rng)
@@ -65,7 +66,13 @@ class Channel:
         """Start of the next fading block after `t_s` (infinity for a static channel)."""
         if self.coherence_s is None:
             return math.inf
-        return (math.floor(t_s / self.coherence_s) + 1) * self.coherence_s
+        return (self._block_of(t_s) + 1) * self.coherence_s
+
+    def _block_of(self, t_s: float) -> int:
+        """Index of the fading block holding `t_s`; a time that lands on a block edge up to float rounding
+        (k·T_c computed as a sum of delays) belongs to the block starting there, so timers always advance."""
+        assert self.coherence_s is not None
+        return math.floor(t_s / self.coherence_s + 1e-9)
 
     def __repr__(self) -> str:
         fading = f", Rayleigh blocks of {self.coherence_s * 1e3:g} ms" if self.coherence_s else ""
@@ -90,6 +97,13 @@ def member_snr_db(cell: CellSpec, member: str, direction: Direction, shadow_db: 
     return wireless.snr_db(tx_dbm, loss_db, noise_dbm, gains_db)
 
 
+def airtime_fraction(cell: CellSpec, direction: Direction) -> float:
+    """Share of time the carrier serves `direction`: TDD splits the slots, FDD has a carrier per direction."""
+    if cell.duplex_mode == "fdd":
+        return 1.0
+    return cell.tdd_uplink_fraction if direction == "up" else 1.0 - cell.tdd_uplink_fraction
+
+
 def fixed_rate_bps(cell: CellSpec, member: str, direction: Direction) -> float | None:
     """The fixed rate that replaces the PHY for this member-direction, if the scenario sets one."""
     spec = cell.members[member]
@@ -103,9 +117,9 @@ def nominal_rate_bps(cell: CellSpec, member: str, direction: Direction) -> float
     fixed = fixed_rate_bps(cell, member, direction)
     if fixed is not None:
         return fixed
-    return wireless.shannon_rate_bps(cell.bandwidth_mhz * 1e6, member_snr_db(cell, member, direction),
-                                     cell.shannon_fraction, cell.min_snr_db,
-                                     cell.max_spectral_efficiency_bps_hz)
+    return wireless.shannon_rate_bps(cell.bandwidth_mhz * 1e6 * airtime_fraction(cell, direction),
+                                     member_snr_db(cell, member, direction), cell.shannon_fraction,
+                                     cell.min_snr_db, cell.max_spectral_efficiency_bps_hz)
 
 
 def cell_channels(cell: CellSpec, rng: np.random.Generator) -> dict[tuple[str, Direction], Channel | float]:
@@ -120,8 +134,10 @@ def cell_channels(cell: CellSpec, rng: np.random.Generator) -> dict[tuple[str, D
                 out[(member, direction)] = fixed
                 continue
             fading = cell.fading == "rayleigh"
+            # the rate scales with the airtime the duplexing leaves; the noise band stays the carrier's
             out[(member, direction)] = Channel(
-                member_snr_db(cell, member, direction, shadow_db), cell.bandwidth_mhz * 1e6,
+                member_snr_db(cell, member, direction, shadow_db),
+                cell.bandwidth_mhz * 1e6 * airtime_fraction(cell, direction),
                 cell.shannon_fraction, cell.min_snr_db, cell.max_spectral_efficiency_bps_hz,
                 coherence_s=cell.coherence_ms * 1e-3 if fading else None,
                 rng=rng.spawn(1)[0] if fading else None)

@@ -19,6 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import simpy
+from simpy.events import NORMAL
 
 if TYPE_CHECKING:
     from netsim.network.link import Link
@@ -34,12 +35,13 @@ class Flow(simpy.Event):
     sender turns into `TransferFailed` after accounting the bytes, not a crash of the simulation.
     """
 
-    __slots__ = ("bits_left", "bits_total", "fail_reason", "link", "outage_wait_s", "peak_bps", "rate_bps",
-                 "t_blocked_s")
+    __slots__ = ("bits_left", "bits_total", "delay_s", "fail_reason", "link", "outage_wait_s", "peak_bps",
+                 "rate_bps", "t_blocked_s")
 
-    def __init__(self, env: simpy.Environment, link: Link, nbits: float) -> None:
+    def __init__(self, env: simpy.Environment, link: Link, nbits: float, delay_s: float) -> None:
         super().__init__(env)
         self.link = link
+        self.delay_s = delay_s
         self.bits_total = nbits
         self.bits_left = nbits
         self.peak_bps = 0.0
@@ -47,6 +49,15 @@ class Flow(simpy.Event):
         self.t_blocked_s: float | None = None
         self.outage_wait_s = 0.0
         self.fail_reason: str | None = None
+
+    def arrive(self) -> None:
+        """Trigger `delay_s` after the last bit left: propagation costs no extra event or process step.
+
+        This is how simpy.Timeout schedules itself (value set, then `env.schedule` with a delay).
+        """
+        self._ok = True
+        self._value = None
+        self.env.schedule(self, NORMAL, self.delay_s)
 
     @property
     def nbytes_sent(self) -> int:
@@ -75,10 +86,11 @@ class Medium:
 
     # -- hooks --------------------------------------------------------------------------------------
 
-    def transmit(self, link: Link, nbits: float) -> Flow:
-        """Admit `nbits` sent over `link`; yield the returned flow to wait until they are on the wire."""
+    def transmit(self, link: Link, nbits: float, delay_s: float = 0.0) -> Flow:
+        """Admit `nbits` sent over `link`; the returned flow triggers `delay_s` after the last bit left
+        (pass the propagation delay to wait for arrival at the far end)."""
         env = self.env
-        flow = Flow(env, link, nbits)
+        flow = Flow(env, link, nbits, delay_s)
         if not self.flows and self.down_until_s is None and not self.varying:
             # Idle medium, constant rate: the flow alone sets the timer (one timeout per message).
             flow.peak_bps = flow.rate_bps = link.peak_bps
@@ -87,8 +99,11 @@ class Medium:
             self._t_s = env.now
             self._arm(nbits / flow.rate_bps)
             return flow
-        self._advance()
         flow.peak_bps = link.peak_bps
+        if self._fifo and self.flows and self.down_until_s is None and not self.varying:
+            self.flows.append(flow)  # queued behind the head: nothing to re-plan
+            return flow
+        self._advance()
         self.flows.append(flow)
         if self.down_until_s is not None:
             self._block(flow)
@@ -175,7 +190,7 @@ class Medium:
                 self.flows = [f for f in self.flows if f not in finished]
             for flow in finished:
                 flow.bits_left = 0.0
-                flow.succeed()
+                flow.arrive()
         self._plan()
 
     # -- outages ------------------------------------------------------------------------------------

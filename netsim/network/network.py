@@ -24,7 +24,7 @@ import simpy
 from netsim.errors import InputError
 from netsim.network.channel import Channel, cell_channels
 from netsim.network.delivery import Delivery, TransferFailed
-from netsim.network.link import Link
+from netsim.network.link import Link, WirePlan
 from netsim.network.medium import Medium, outage_schedule
 from netsim.network.spec import CellSpec, LinkSpec, TransportSpec
 from netsim.network.tcp import Connection, Window, window_rounds
@@ -53,6 +53,7 @@ class Network:
         self._hops: dict[tuple[str, str], tuple[Link, ...]] = {}
         self._connections: dict[tuple[str, str], Connection] = {}
         self._rwnd_segments: dict[Link, int] = {}
+        self._rtts: dict[tuple[str, str], float] = {}
 
     # -- routes -------------------------------------------------------------------------------------
 
@@ -83,9 +84,15 @@ class Network:
         return hops
 
     def rtt_s(self, src: str, dst: str) -> float:
-        """Idle round trip the TCP model uses: per hop 2·delay + one data packet and one ACK serialized."""
-        return sum(2.0 * link.delay_s + (link.mtu_bytes + link.header_bytes) * 8.0 / link.peak_bps
-                   for link in self.hops(src, dst))
+        """Idle round trip the TCP model uses: per hop 2·delay + one data packet and one ACK serialized
+        at the hop's peak rate (a faded cell member: its mean-SNR rate). Cached per pair."""
+        key = (src, dst)
+        rtt_s = self._rtts.get(key)
+        if rtt_s is None:
+            rtt_s = self._rtts[key] = sum(
+                2.0 * link.delay_s + (link.mtu_bytes + link.header_bytes) * 8.0 / link.peak_bps
+                for link in self.hops(src, dst))
+        return rtt_s
 
     def handshake_s(self, src: str, dst: str) -> float:
         """SYN and SYN-ACK: per hop 2·delay + two header-only packets serialized."""
@@ -102,86 +109,87 @@ class Network:
         if src == dst:
             return Delivery(src, dst, nbytes, t_start_s, t_start_s, (src,), (), 0)
         hops = self.hops(src, dst)
-        for link in hops:
-            if link.peak_bps <= 0.0:
-                self._fail(f"{link.src} is out of coverage of {link.dst} (SNR below the floor)", link,
-                           src, dst, nbytes, request_id, kind, t_start_s)
         record = self.recorder.event
-        max_retx = self.transport.max_retx
         hop_nbytes: list[int] = []
         retransmissions = 0
         wait_s = 0.0
         handshake_s = 0.0
         first = 0
         if self._tcp:
-            window, handshake_s = yield from self._open(src, dst, request_id)
+            # 1. open the connection (handshake round trip unless kept open), 2. window rounds on hop 1
             link = hops[0]
+            self._check_coverage(link, src, dst, nbytes, request_id, kind)
+            window = self._open_window(src, dst)
+            if window is None:
+                window, handshake_s = yield from self._open(src, dst, request_id)
             t_hop_s = env.now
-            plan = link.plan(nbytes, self._loss_rng, max_retx)
+            plan = link.plan(nbytes, self._loss_rng, self.transport.max_retx)
             outcome = yield from window_rounds(env, link, plan, window, self.rtt_s(src, dst),
                                                self.transport.init_cwnd_segments, self._rwnd(link))
             window.last_active_s = env.now
-            wait_s += self._note_wait(outcome.outage_wait_s, link, nbytes, request_id, kind)
-            if outcome.fail_reason is not None:
-                link.account(outcome.sent_nbytes, 0, outcome.sent_nbytes)
-                self._fail(outcome.fail_reason, link, src, dst, nbytes, request_id, kind, t_hop_s)
+            wait_s += self._settle(link, plan, outcome.fail_reason, outcome.sent_nbytes,
+                                   outcome.outage_wait_s, src, dst, nbytes, request_id, kind, t_hop_s)
             hop_nbytes.append(plan.sent_nbytes)
             retransmissions += plan.retransmissions
-            yield from self._arrive(link, plan.sent_nbytes, plan.received_nbytes, plan.lost_nbytes,
-                                    plan.retransmissions, plan.failed, src, dst, nbytes, request_id, kind,
-                                    t_hop_s)
+            record(env.now, link.name, "tx", request_id, nbytes, env.now - t_hop_s, kind)
             first = 1
         for link in hops[first:]:
+            # store-and-forward: the whole message is on this hop's medium, then propagates
             t_hop_s = env.now
+            if link.peak_bps <= 0.0:
+                self._check_coverage(link, src, dst, nbytes, request_id, kind)
             if link.loss > 0.0:
-                plan = link.plan(nbytes, self._loss_rng, max_retx)
-                sent, received, lost = plan.sent_nbytes, plan.received_nbytes, plan.lost_nbytes
-                retx, failed = plan.retransmissions, plan.failed
+                plan = link.plan(nbytes, self._loss_rng, self.transport.max_retx)
+                sent = plan.sent_nbytes
+                flow = link.medium.transmit(link, sent * 8, 0.0 if plan.failed else link.delay_s)
+                yield flow
+                wait_s += self._settle(link, plan, flow.fail_reason, flow.nbytes_sent, flow.outage_wait_s,
+                                       src, dst, nbytes, request_id, kind, t_hop_s)
+                retransmissions += plan.retransmissions
             else:
-                sent = received = link.wire_nbytes(nbytes)
-                lost = retx = 0
-                failed = False
-            flow = link.medium.transmit(link, sent * 8)
-            yield flow
-            if flow.outage_wait_s > 0.0:
-                wait_s += self._note_wait(flow.outage_wait_s, link, nbytes, request_id, kind)
-            if flow.fail_reason is not None:
-                partial = flow.nbytes_sent
-                link.account(partial, 0, partial)
-                self._fail(flow.fail_reason, link, src, dst, nbytes, request_id, kind, t_hop_s)
+                sent = nbytes + max(1, -(-nbytes // link.mss_bytes)) * link.header_bytes
+                flow = link.medium.transmit(link, sent * 8, link.delay_s)
+                yield flow
+                if flow.fail_reason is not None or flow.outage_wait_s > 0.0:
+                    wait_s += self._settle(link, None, flow.fail_reason, flow.nbytes_sent, flow.outage_wait_s,
+                                           src, dst, nbytes, request_id, kind, t_hop_s, sent)
+                else:
+                    link.account(sent, sent, 0)
             hop_nbytes.append(sent)
-            retransmissions += retx
-            if failed or retx:
-                yield from self._arrive(link, sent, received, lost, retx, failed, src, dst, nbytes,
-                                        request_id, kind, t_hop_s)
-                continue
-            # common case inlined: no loss on this hop
-            if link.delay_s > 0.0:
-                yield env.timeout(link.delay_s)
-            link.account(sent, received, 0)
             record(env.now, link.name, "tx", request_id, nbytes, env.now - t_hop_s, kind)
         return Delivery(src, dst, nbytes, t_start_s, env.now, self._route(src, dst), tuple(hop_nbytes),
                         retransmissions, handshake_s, wait_s)
 
-    def _arrive(self, link: Link, sent: int, received: int, lost: int, retx: int, failed: bool, src: str,
-                dst: str, nbytes: int, request_id: int | None, kind: str, t_hop_s: float
-                ) -> Generator[simpy.Event, Any, None]:
-        """End of a hop whose serialization is done: count bytes, note losses, fail or propagate."""
-        env = self.env
-        link.account(sent, received, lost)
-        if retx:
-            self.recorder.event(env.now, link.name, "retx", request_id, lost, 0.0, f"{kind}: {retx} packets")
-        if failed:
+    def _settle(self, link: Link, plan: WirePlan | None, fail_reason: str | None, partial_nbytes: int,
+                outage_wait_s: float, src: str, dst: str, nbytes: int, request_id: int | None, kind: str,
+                t_hop_s: float, sent_nbytes: int = 0) -> float:
+        """Account a hop whose bytes are through (or cut off); note waits and losses; raise on failure.
+
+        `plan` is None on a loss-free hop, which then sent `sent_nbytes`. Returns the outage wait.
+        """
+        now = self.env.now
+        if outage_wait_s > 0.0:
+            self.recorder.event(now, link.name, "outage_wait", request_id, nbytes, outage_wait_s, kind)
+        if fail_reason is not None:  # cut off by an outage: whatever left the sender is lost
+            link.account(partial_nbytes, 0, partial_nbytes)
+            self._fail(fail_reason, link, src, dst, nbytes, request_id, kind, t_hop_s)
+        if plan is None:
+            link.account(sent_nbytes, sent_nbytes, 0)
+            return outage_wait_s
+        link.account(plan.sent_nbytes, plan.received_nbytes, plan.lost_nbytes)
+        if plan.retransmissions:
+            self.recorder.event(now, link.name, "retx", request_id, plan.lost_nbytes, 0.0,
+                                f"{kind}: {plan.retransmissions} packets")
+        if plan.failed:
             self._fail(f"retries exhausted on {link.name}: a packet was lost {self.transport.max_retx + 1} "
                        "times", link, src, dst, nbytes, request_id, kind, t_hop_s)
-        if link.delay_s > 0.0:
-            yield env.timeout(link.delay_s)
-        self.recorder.event(env.now, link.name, "tx", request_id, nbytes, env.now - t_hop_s, kind)
+        return outage_wait_s
 
-    def _note_wait(self, wait_s: float, link: Link, nbytes: int, request_id: int | None, kind: str) -> float:
-        if wait_s > 0.0:
-            self.recorder.event(self.env.now, link.name, "outage_wait", request_id, nbytes, wait_s, kind)
-        return wait_s
+    def _check_coverage(self, link: Link, src: str, dst: str, nbytes: int, request_id: int | None,
+                        kind: str) -> None:
+        if link.peak_bps <= 0.0:
+            self._fail(f"{link.src} and {link.dst} are out of coverage (SNR below the floor)", link, src, dst,
+                       nbytes, request_id, kind, self.env.now)
 
     def _fail(self, reason: str, link: Link, src: str, dst: str, nbytes: int, request_id: int | None,
               kind: str, t_hop_s: float) -> None:
@@ -191,6 +199,22 @@ class Network:
         raise TransferFailed(reason, src=src, dst=dst, hop=link.name, t_s=now, nbytes=nbytes)
 
     # -- TCP connections ----------------------------------------------------------------------------
+
+    def _open_window(self, src: str, dst: str) -> Window | None:
+        """The sender's window if the connection is kept open and established (no waiting needed)."""
+        spec = self.transport
+        if not spec.keep_alive:
+            return None
+        conn = self._connections.get((src, dst) if src < dst else (dst, src))
+        if conn is None or conn.established_s > self.env.now:
+            return None
+        window = conn.windows.get(src)
+        if window is None:
+            window = conn.windows[src] = Window(float(spec.init_cwnd_segments), self.env.now)
+        else:
+            window.restart_after_idle(self.env.now, spec.rto_min_s + self.rtt_s(src, dst),
+                                      spec.init_cwnd_segments)
+        return window
 
     def _open(self, src: str, dst: str, request_id: int | None
               ) -> Generator[simpy.Event, Any, tuple[Window, float]]:

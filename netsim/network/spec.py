@@ -112,7 +112,12 @@ class CellSpec(_Strict):
     ue_noise_figure_db: float = Field(9.0, ge=0, description="device receiver noise figure, dB (TR 38.802)")
     ap_noise_figure_db: float = Field(5.0, ge=0, description="base-station noise figure, dB (TR 38.802)")
     ue_antenna_gain_dbi: float = Field(0.0, description="device antenna gain, dBi")
-    ap_antenna_gain_dbi: float = Field(0.0, description="base-station antenna/beamforming gain, dBi")
+    ap_antenna_gain_dbi: float = Field(
+        8.0, description="base-station antenna gain, dBi (element gain G_E,max, TR 38.901 Table 7.3-1)")
+    duplex_mode: Literal["tdd", "fdd"] = Field(
+        "tdd", description="`tdd`: uplink and downlink share one carrier in time (n78); `fdd`: one each")
+    tdd_uplink_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of TDD slots that carry uplink (pattern DDDSU: 1 of 5)")
     pathloss: PathLossName = Field("uma_nlos", description="path-loss model (TR 38.901 Table 7.4.1-1)")
     h_bs_m: float = Field(25.0, gt=0, description="base-station antenna height, metres (UMa 25, UMi 10)")
     h_ut_m: float = Field(1.5, gt=0, description="device antenna height, metres (TR 38.901: 1.5–22.5)")

@@ -81,7 +81,9 @@ def window_rounds(env: simpy.Environment, link: Link, plan: WirePlan, window: Wi
         # once the window fills the pipe and no loss lies ahead, the rest streams at the full share
         end = n_slots if w >= bdp and plan.losses_between(slot, n_slots) == 0 else min(slot + w, n_slots)
         t_round_s = env.now
-        flow = link.medium.transmit(link, plan.nbytes_between(slot, end) * 8)
+        last = end == n_slots  # the last round waits for its bits to reach the far end
+        flow = link.medium.transmit(link, plan.nbytes_between(slot, end) * 8,
+                                    link.delay_s if last and not plan.failed else 0.0)
         yield flow
         wait_s += flow.outage_wait_s
         if flow.fail_reason is not None:
