@@ -1,0 +1,235 @@
+"""Radio budget (TR 38.901 path loss, noise, attenuated Shannon) and cells in the engine."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+import pydantic
+import pytest
+import simpy
+
+from netsim.network import CellSpec, LinkSpec, Network, TransferFailed, TransportSpec, build_network
+from netsim.network import wireless as w
+from netsim.network.channel import Channel, nominal_rate_bps
+from netsim.recorder import Recorder
+
+
+def d3d(d2d_m: float, h_bs_m: float, h_ut_m: float = 1.5) -> float:
+    return math.sqrt(d2d_m**2 + (h_bs_m - h_ut_m) ** 2)
+
+
+# -- TR 38.901 Table 7.4.1-1, by hand from the formula constants ---------------------------------------
+# fc = 3.5 GHz, h_UT = 1.5 m. UMa h_BS = 25 m: d'_BP = 4·24·0.5·3.5e9/3e8 = 560 m.
+# UMi h_BS = 10 m: d'_BP = 4·9·0.5·3.5e9/3e8 = 210 m.
+
+
+def test_breakpoint_distances():
+    assert w.breakpoint_distance_m(3.5, 25, 1.5) == pytest.approx(560.0)
+    assert w.breakpoint_distance_m(3.5, 10, 1.5) == pytest.approx(210.0)
+
+
+@pytest.mark.parametrize(("model", "h_bs_m", "d2d_m", "expected_db"), [
+    # UMa LOS, before the breakpoint: 28 + 22·log10(201.376) + 20·log10(3.5)
+    ("uma_los", 25, 200, 28 + 22 * math.log10(d3d(200, 25)) + 20 * math.log10(3.5)),
+    # UMa LOS, beyond: 28 + 40·log10(d3D) + 20·log10(fc) − 9·log10(560² + 23.5²)
+    ("uma_los", 25, 1000, 28 + 40 * math.log10(d3d(1000, 25)) + 20 * math.log10(3.5)
+     - 9 * math.log10(560**2 + 23.5**2)),
+    # UMa NLOS: 13.54 + 39.08·log10(d3D) + 20·log10(fc) − 0.6·(1.5 − 1.5), larger than LOS here
+    ("uma_nlos", 25, 200, 13.54 + 39.08 * math.log10(d3d(200, 25)) + 20 * math.log10(3.5)),
+    ("uma_nlos", 25, 1000, 13.54 + 39.08 * math.log10(d3d(1000, 25)) + 20 * math.log10(3.5)),
+    # UMi street canyon LOS: 32.4 + 21·log10 d3D + 20·log10 fc; beyond: 40 slope − 9.5·log10(210² + 8.5²)
+    ("umi_los", 10, 100, 32.4 + 21 * math.log10(d3d(100, 10)) + 20 * math.log10(3.5)),
+    ("umi_los", 10, 500, 32.4 + 40 * math.log10(d3d(500, 10)) + 20 * math.log10(3.5)
+     - 9.5 * math.log10(210**2 + 8.5**2)),
+    # UMi NLOS: 35.3·log10 d3D + 22.4 + 21.3·log10 fc − 0.3·(h_UT − 1.5)
+    ("umi_nlos", 10, 100, 35.3 * math.log10(d3d(100, 10)) + 22.4 + 21.3 * math.log10(3.5)),
+    ("umi_nlos", 10, 500, 35.3 * math.log10(d3d(500, 10)) + 22.4 + 21.3 * math.log10(3.5)),
+])
+def test_38901_pathloss_matches_the_table_formulas(model, h_bs_m, d2d_m, expected_db):
+    got_db = w.pathloss_db(model, 3.5, d3d(d2d_m, h_bs_m), h_bs_m, 1.5)
+    assert got_db == pytest.approx(expected_db, abs=1e-9)
+
+
+def test_38901_pathloss_hand_values():
+    """The same cases as literal numbers (worked out once with a calculator)."""
+    cases = {("uma_los", 200): 89.5695, ("uma_los", 1000): 109.4119, ("uma_nlos", 200): 114.4620,
+             ("uma_nlos", 1000): 141.6660}
+    for (model, d2d_m), expected_db in cases.items():
+        assert w.pathloss_db(model, 3.5, d3d(d2d_m, 25), 25, 1.5) == pytest.approx(expected_db, abs=1e-4)
+    cases = {("umi_los", 100): 85.3142, ("umi_los", 500): 107.1138, ("umi_nlos", 100): 104.6438,
+             ("umi_nlos", 500): 129.2645}
+    for (model, d2d_m), expected_db in cases.items():
+        assert w.pathloss_db(model, 3.5, d3d(d2d_m, 10), 10, 1.5) == pytest.approx(expected_db, abs=1e-4)
+
+
+@pytest.mark.parametrize(("model", "h_bs_m", "losses_db"), [
+    ("uma_los", 25, [72.9380, 86.2362, 109.7252, 137.6794]),
+    ("uma_nlos", 25, [82.5131, 106.1356, 144.7641, 172.0753]),
+    ("umi_los", 10, [69.8591, 88.4122, 119.3114, 147.2696]),
+    ("umi_nlos", 10, [76.7563, 107.9432, 143.1886, 167.8617]),
+])
+def test_38901_pathloss_agrees_with_ns3(model, h_bs_m, losses_db):
+    """ns-3's three-gpp-propagation-loss-model test vectors (fc 5 GHz, h_UT 1.5 m, d2D 10/100/1000/5000 m,
+    0 dBm sent, shadowing off): received power = −path loss, checked there to 0.05 dB."""
+    for d2d_m, expected_db in zip([10, 100, 1000, 5000], losses_db, strict=True):
+        got_db = w.pathloss_db(model, 5.0, d3d(d2d_m, h_bs_m), h_bs_m, 1.5)
+        assert got_db == pytest.approx(expected_db, abs=0.05)
+
+
+def test_free_space_is_friis():
+    # 20·log10(4π·1000 m·2.4 GHz / c) ≈ 100.05 dB (the textbook 32.45 + 20·log10 f[MHz] + 20·log10 d[km])
+    textbook_db = 32.45 + 20 * math.log10(2400) + 20 * math.log10(1)
+    assert w.free_space_db(2.4, 1000) == pytest.approx(textbook_db, abs=0.01)
+    assert w.free_space_db(2.4, 2000) - w.free_space_db(2.4, 1000) == pytest.approx(20 * math.log10(2))
+
+
+# -- noise, SNR, rate ---------------------------------------------------------------------------------
+
+
+def test_noise_snr_and_attenuated_capped_shannon():
+    assert abs(w.THERMAL_NOISE_DBM_HZ - (-173.975)) < 1e-3  # 10·log10(k·290 K·1000)
+    assert w.noise_dbm(100e6, 5) == pytest.approx(-173.98 + 80 + 5, abs=0.01)
+    assert w.snr_db(23, 120, -89, gains_db=8) == pytest.approx(23 + 8 - 120 + 89)
+    assert w.shannon_rate_bps(20e6, 10.0, 0.6, -10, 4.4) == pytest.approx(20e6 * 0.6 * math.log2(11))
+    assert w.shannon_rate_bps(20e6, 40.0, 0.6, -10, 4.4) == pytest.approx(20e6 * 4.4)  # capped
+    assert w.shannon_rate_bps(20e6, -10.5, 0.6, -10, 4.4) == 0.0  # below the floor
+    assert w.shannon_rate_bps(20e6, -10.0, 0.6, -10, 4.4) == pytest.approx(20e6 * 0.6 * math.log2(1.1))
+
+
+def test_shadowing_and_rayleigh_statistics():
+    rng = np.random.default_rng(0)
+    shadows = np.array([w.shadowing_db(rng, "uma_nlos") for _ in range(20_000)])
+    assert shadows.std() == pytest.approx(6.0, rel=0.03) and abs(shadows.mean()) < 0.15
+    assert w.shadowing_db(rng, "free_space") == 0.0
+    gains = np.array([w.rayleigh_power_gain(rng) for _ in range(20_000)])
+    assert gains.mean() == pytest.approx(1.0, rel=0.03)
+    assert np.mean(gains < 1.0) == pytest.approx(1 - math.exp(-1), abs=0.01)  # Exp(1) CDF
+
+
+def test_default_cell_budget_by_hand():
+    """Default n78 cell, device at 200 m, UMa NLOS: 23 dBm + 8 dBi − PL − (kT·B + 5 dB), 20% TDD uplink."""
+    cell = CellSpec(name="c", ap="gnb", members={"p": 200})
+    pl_db = 13.54 + 39.08 * math.log10(d3d(200, 25)) + 20 * math.log10(3.5)
+    up_snr_db = 23 + 8 - pl_db - (-173.975 + 10 * math.log10(100e6) + 5)
+    down_snr_db = 46 + 8 - pl_db - (-173.975 + 10 * math.log10(100e6) + 9)
+    up_bps = 0.2 * 100e6 * min(0.6 * math.log2(1 + 10 ** (up_snr_db / 10)), 7.4063)
+    down_bps = 0.8 * 100e6 * min(0.6 * math.log2(1 + 10 ** (down_snr_db / 10)), 7.4063)
+    assert nominal_rate_bps(cell, "p", "up") == pytest.approx(up_bps, rel=1e-4)
+    assert nominal_rate_bps(cell, "p", "down") == pytest.approx(down_bps, rel=1e-4)
+    assert 10e6 < up_bps < 60e6 and 200e6 < down_bps < 600e6  # the order of field medians (Ookla 2024)
+    fdd = CellSpec(name="c", ap="gnb", members={"p": 200}, duplex_mode="fdd")
+    assert nominal_rate_bps(fdd, "p", "up") == pytest.approx(up_bps / 0.2, rel=1e-4)
+
+
+def test_block_fading_channel_is_piecewise_constant_and_seeded():
+    a = Channel(10.0, 20e6, 0.6, -10, 7.4, coherence_s=0.01, rng=np.random.default_rng(3))
+    b = Channel(10.0, 20e6, 0.6, -10, 7.4, coherence_s=0.01, rng=np.random.default_rng(3))
+    times = [0.0, 0.004, 0.0099, 0.01, 0.0300000001, 0.5]
+    rates_a = [a.rate_bps(t) for t in times]
+    assert rates_a == [b.rate_bps(t) for t in times]
+    assert rates_a[0] == rates_a[1] == rates_a[2] != rates_a[3]
+    assert a.next_change_s(0.004) == pytest.approx(0.01) and a.next_change_s(0.01) == pytest.approx(0.02)
+    static = Channel(10.0, 20e6, 0.6, -10, 7.4)
+    assert static.next_change_s(5.0) == math.inf and static.rate_bps(9.0) == static.mean_rate_bps
+
+
+# -- cells in the engine -------------------------------------------------------------------------------
+
+
+def _cell_net(env: simpy.Environment, cell: CellSpec, links: list[LinkSpec] | None = None, seed: int = 0,
+              **transport: Any) -> Network:
+    names = {cell.ap, *cell.members} | {e for link in links or [] for e in (link.src, link.dst)}
+    return build_network(env, sorted(names), links or [], [cell], TransportSpec(**transport),
+                         np.random.default_rng(seed), Recorder())
+
+
+def _send_all(env: simpy.Environment, net: Network, sends: list[tuple[str, str, int]]) -> list[Any]:
+    out: list[Any] = [None] * len(sends)
+
+    def one(i: int, src: str, dst: str, nbytes: int) -> Generator[simpy.Event, Any, None]:
+        try:
+            out[i] = yield from net.send(src, dst, nbytes)
+        except TransferFailed as exc:
+            out[i] = exc
+
+    for i, (src, dst, nbytes) in enumerate(sends):
+        env.process(one(i, src, dst, nbytes))
+    env.run()
+    return out
+
+
+def test_cell_members_share_uplink_airtime(env):
+    """Peaks 10 and 40 Mbit/s: each gets half the airtime (5 and 20 Mbit/s) until the faster one is done."""
+    cell = CellSpec(name="c", ap="gnb", delay_ms=0, header_bytes=0,
+                    members={"slow": {"distance_m": 50, "uplink_mbps": 10},
+                             "fast": {"distance_m": 50, "uplink_mbps": 40}},
+                    downlink_mbps=100)
+    net = _cell_net(env, cell)
+    slow, fast = _send_all(env, net, [("slow", "gnb", 1_000_000), ("fast", "gnb", 1_000_000)])
+    t_fast_s = 8e6 / 20e6                        # 0.4 s at half of 40
+    t_slow_s = t_fast_s + (8e6 - 5e6 * t_fast_s) / 10e6  # then alone at 10
+    assert fast.t_end_s == pytest.approx(t_fast_s, rel=1e-12)
+    assert slow.t_end_s == pytest.approx(t_slow_s, rel=1e-12)
+
+
+def test_members_talk_through_the_ap(env):
+    cell = CellSpec(name="wifi", ap="ap", members={"p1": 20, "p2": 30}, uplink_mbps=50, downlink_mbps=200,
+                    delay_ms=2)
+    net = _cell_net(env, cell)
+    (d,) = _send_all(env, net, [("p1", "p2", 100_000)])
+    on_wire = 100_000 + math.ceil(100_000 / 1460) * 40
+    assert d.hops == ("p1", "ap", "p2")
+    assert d.duration_s == pytest.approx(on_wire * 8 / 50e6 + 0.002 + on_wire * 8 / 200e6 + 0.002, rel=1e-12)
+
+
+def test_rayleigh_block_fading_transfer_runs_at_the_mean_fading_rate(env):
+    """Over many coherence blocks a transfer takes bits / E[rate(SNR·|h|²)], |h|² ~ Exp(1)."""
+    cell = CellSpec(name="c", ap="gnb", members={"p": 150}, fading="rayleigh", coherence_ms=1, delay_ms=0,
+                    header_bytes=0, downlink_mbps=100)
+    net = _cell_net(env, cell, seed=4)
+    channel = net.links[("p", "gnb")].channel
+    assert channel is not None
+    g = np.linspace(1e-6, 40, 400_001)  # E[f(g)] = ∫ f(g)·e^(−g) dg by the trapezoid rule
+    snr = 10 ** (channel.mean_snr_db / 10) * g
+    rate = np.where(10 * np.log10(snr) >= -10, 0.2 * 100e6 * np.minimum(0.6 * np.log2(1 + snr), 7.4063), 0.0)
+    mean_rate_bps = np.trapezoid(rate * np.exp(-g), g)
+    nbytes = int(mean_rate_bps * 4.0 / 8)  # ~4 s: ~4000 independent blocks
+    (d,) = _send_all(env, net, [("p", "gnb", nbytes)])
+    assert d.duration_s == pytest.approx(nbytes * 8 / mean_rate_bps, rel=0.03)
+    assert d.duration_s != pytest.approx(nbytes * 8 / channel.mean_rate_bps, rel=0.03)  # fading matters
+
+
+def test_shadowing_is_drawn_per_member_and_seeded():
+    def peaks(seed: int) -> list[float]:
+        cell = CellSpec(name="c", ap="gnb", members={"p1": 100, "p2": 100}, shadowing=True)
+        net = _cell_net(simpy.Environment(), cell, seed=seed)
+        return [net.links[key].peak_bps for key in [("p1", "gnb"), ("p2", "gnb"), ("gnb", "p1")]]
+
+    assert peaks(1) == peaks(1) and peaks(1) != peaks(2)
+    p1_up, p2_up, _ = peaks(1)
+    assert p1_up != p2_up  # same distance, different shadowing
+
+
+def test_out_of_coverage_device_fails_with_a_reason(env):
+    cell = CellSpec(name="c", ap="gnb", members={"far": 4000}, pathloss="uma_nlos")
+    net = _cell_net(env, cell)
+    assert net.links[("far", "gnb")].peak_bps == 0.0
+    (failure,) = _send_all(env, net, [("far", "gnb", 100)])
+    assert isinstance(failure, TransferFailed) and "out of coverage" in str(failure)
+
+
+def test_cell_spec_validation():
+    with pytest.raises(pydantic.ValidationError, match="holds for 10–5000 m"):
+        CellSpec(name="c", ap="gnb", members={"p": 5})
+    CellSpec(name="c", ap="gnb", members={"p": 5}, pathloss="free_space")
+    CellSpec(name="c", ap="gnb", members={"p": 5}, uplink_mbps=10, downlink_mbps=10)  # PHY not used
+    with pytest.raises(pydantic.ValidationError, match="cannot also be a member"):
+        CellSpec(name="c", ap="gnb", members={"gnb": 100})
+    with pytest.raises(pydantic.ValidationError, match="greater than 0"):
+        CellSpec(name="c", ap="gnb", members={"p": 100}, uplink_mbps=0)
+    with pytest.raises(pydantic.ValidationError, match="extra"):
+        CellSpec(name="c", ap="gnb", members={"p": {"distance_m": 100, "speed": 3}})
+    assert CellSpec(name="c", ap="gnb", members={"p": 120}).members["p"].distance_m == 120
