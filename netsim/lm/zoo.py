@@ -19,7 +19,7 @@ from netsim.errors import ModelError
 from netsim.lm.cards import load_card
 from netsim.lm.geometry import ModelGeometry
 from netsim.lm.manifest import MANIFEST_FILE, Manifest, read_manifest
-from netsim.lm.memo import LanguageModel
+from netsim.lm.memo import DEFAULT_KV_MEMO_NBYTES, DEFAULT_LOGITS_MEMO_NBYTES, LanguageModel
 from netsim.lm.onnx_lm import MODEL_FILE, TOKENIZER_FILE, OnnxCausalLM
 from netsim.paths import models_dirs
 
@@ -33,13 +33,16 @@ def is_model_dir(path: Path) -> bool:
 
 
 class ModelStore:
-    """Models by name. `disk_memo` turns on the on-disk inference memo (keyed by model sha256)."""
+    """Models by name. `disk_memo` turns on the on-disk inference memo (keyed by model sha256); the
+    in-memory memo budgets apply to each loaded model (256 MiB of logits rows, 512 MiB of KV caches)."""
 
     def __init__(self, search_dirs: Sequence[Path] | None = None, disk_memo: Path | None = None, *,
-                 threads: int = 1) -> None:
+                 threads: int = 1, logits_memo_nbytes: int = DEFAULT_LOGITS_MEMO_NBYTES,
+                 kv_memo_nbytes: int = DEFAULT_KV_MEMO_NBYTES) -> None:
         self.search_dirs = [Path(d) for d in (search_dirs if search_dirs is not None else models_dirs())]
         self.disk_memo = disk_memo
         self.threads = threads
+        self.memo_budgets = {"logits_memo_nbytes": logits_memo_nbytes, "kv_memo_nbytes": kv_memo_nbytes}
         self._loaded: dict[str, LanguageModel] = {}
 
     def names(self) -> list[str]:
@@ -61,7 +64,7 @@ class ModelStore:
         """The memoised model `name`, loaded (and checked) on first use."""
         if name not in self._loaded:
             lm = OnnxCausalLM.load(self.path(name), threads=self.threads, name=name)
-            self._loaded[name] = LanguageModel(lm, disk_dir=self.disk_memo)
+            self._loaded[name] = LanguageModel(lm, disk_dir=self.disk_memo, **self.memo_budgets)
         return self._loaded[name]
 
     def card(self, name: str) -> ModelGeometry:
