@@ -13,7 +13,9 @@ retransmissions, outage waits, handshakes and failures.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
@@ -31,7 +33,26 @@ from netsim.network.tcp import Connection, Window, window_rounds
 from netsim.network.topology import build_graph, shortest_route
 from netsim.recorder import Recorder
 
-__all__ = ["Delivery", "Network", "TransferFailed", "build_network"]
+__all__ = ["Delivery", "Network", "Path", "TransferFailed", "build_network"]
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """A cached route and the figures the transports need from it."""
+
+    nodes: tuple[str, ...]
+    hops: tuple[Link, ...]
+    delay_s: float
+    """one-way propagation latency (no serialization, no queueing)"""
+    rtt_s: float
+    """idle round trip of the TCP model: per hop 2·delay + one data packet and its ACK serialized at the
+    hop's peak rate (a faded cell member: its mean-SNR rate)"""
+    handshake_s: float
+    """SYN + SYN-ACK: per hop 2·delay + two header-only packets serialized"""
+    connection: tuple[str, str]
+    """the unordered node pair a TCP connection is keyed by"""
+    rwnd_segments: int
+    """receive-buffer cap on the window, in first-hop segments"""
 
 
 class Network:
@@ -49,55 +70,43 @@ class Network:
         self.recorder = recorder
         self._loss_rng = loss_rng
         self._tcp = transport.kind == "tcp"
-        self._routes: dict[tuple[str, str], tuple[str, ...]] = {}
-        self._hops: dict[tuple[str, str], tuple[Link, ...]] = {}
+        self._max_retx = transport.max_retx
+        self._paths: dict[tuple[str, str], Path] = {}
         self._connections: dict[tuple[str, str], Connection] = {}
-        self._rwnd_segments: dict[Link, int] = {}
-        self._rtts: dict[tuple[str, str], float] = {}
 
     # -- routes -------------------------------------------------------------------------------------
 
-    def route(self, src: str, dst: str) -> list[str]:
-        """Node names from src to dst on the least-latency path (cached)."""
-        return list(self._route(src, dst))
-
-    def _route(self, src: str, dst: str) -> tuple[str, ...]:
+    def path(self, src: str, dst: str) -> Path:
+        """The least-latency route from src to dst with its figures (computed once per pair)."""
         key = (src, dst)
-        path = self._routes.get(key)
+        path = self._paths.get(key)
         if path is None:
-            path = self._routes[key] = tuple(shortest_route(self.graph, src, dst))
+            nodes = tuple(shortest_route(self.graph, src, dst))
+            hops = tuple(self.links[pair] for pair in pairwise(nodes))
+            path = self._paths[key] = Path(
+                nodes, hops,
+                delay_s=sum(link.delay_s for link in hops),
+                rtt_s=sum(2.0 * link.delay_s + _serialization_s(link.mtu_bytes + link.header_bytes, link)
+                          for link in hops),
+                handshake_s=sum(2.0 * link.delay_s + _serialization_s(2 * link.header_bytes, link)
+                                for link in hops),
+                connection=(src, dst) if src < dst else (dst, src),
+                rwnd_segments=max(1, self.transport.rcv_buffer_bytes // hops[0].mss_bytes) if hops else 1)
         return path
+
+    def route(self, src: str, dst: str) -> list[str]:
+        """Node names from src to dst on the least-latency path (cached); InputError if none."""
+        return list(self.path(src, dst).nodes)
 
     def has_route(self, src: str, dst: str) -> bool:
         return src == dst or (src in self.graph and dst in self.graph and nx.has_path(self.graph, src, dst))
 
     def route_delay_s(self, src: str, dst: str) -> float:
         """One-way propagation latency along the route (no serialization, no queueing)."""
-        return sum(link.delay_s for link in self.hops(src, dst))
-
-    def hops(self, src: str, dst: str) -> tuple[Link, ...]:
-        key = (src, dst)
-        hops = self._hops.get(key)
-        if hops is None:
-            path = self._route(src, dst)
-            hops = self._hops[key] = tuple(self.links[pair] for pair in pairwise(path))
-        return hops
+        return self.path(src, dst).delay_s
 
     def rtt_s(self, src: str, dst: str) -> float:
-        """Idle round trip the TCP model uses: per hop 2·delay + one data packet and one ACK serialized
-        at the hop's peak rate (a faded cell member: its mean-SNR rate). Cached per pair."""
-        key = (src, dst)
-        rtt_s = self._rtts.get(key)
-        if rtt_s is None:
-            rtt_s = self._rtts[key] = sum(
-                2.0 * link.delay_s + (link.mtu_bytes + link.header_bytes) * 8.0 / link.peak_bps
-                for link in self.hops(src, dst))
-        return rtt_s
-
-    def handshake_s(self, src: str, dst: str) -> float:
-        """SYN and SYN-ACK: per hop 2·delay + two header-only packets serialized."""
-        return sum(2.0 * link.delay_s + 2.0 * link.header_bytes * 8.0 / link.peak_bps
-                   for link in self.hops(src, dst))
+        return self.path(src, dst).rtt_s
 
     # -- transfers ----------------------------------------------------------------------------------
 
@@ -108,7 +117,8 @@ class Network:
         t_start_s = env.now
         if src == dst:
             return Delivery(src, dst, nbytes, t_start_s, t_start_s, (src,), (), 0)
-        hops = self.hops(src, dst)
+        path = self.path(src, dst)
+        hops = path.hops
         record = self.recorder.event
         hop_nbytes: list[int] = []
         retransmissions = 0
@@ -118,28 +128,32 @@ class Network:
         if self._tcp:
             # 1. open the connection (handshake round trip unless kept open), 2. window rounds on hop 1
             link = hops[0]
-            self._check_coverage(link, src, dst, nbytes, request_id, kind)
-            window = self._open_window(src, dst)
+            if link.peak_bps <= 0.0:
+                self._check_coverage(link, src, dst, nbytes, request_id, kind)
+            window = self._open_window(src, path, t_start_s)
             if window is None:
-                window, handshake_s = yield from self._open(src, dst, request_id)
+                window, handshake_s = yield from self._open(src, dst, path, request_id)
             t_hop_s = env.now
-            plan = link.plan(nbytes, self._loss_rng, self.transport.max_retx)
-            outcome = yield from window_rounds(env, link, plan, window, self.rtt_s(src, dst),
-                                               self.transport.init_cwnd_segments, self._rwnd(link))
-            window.last_active_s = env.now
-            wait_s += self._settle(link, plan, outcome.fail_reason, outcome.sent_nbytes,
-                                   outcome.outage_wait_s, src, dst, nbytes, request_id, kind, t_hop_s)
+            plan = link.plan(nbytes, self._loss_rng, self._max_retx)
+            fail_reason, sent_nbytes, outage_wait_s = yield from window_rounds(
+                env, link, plan, window, path.rtt_s, self.transport.init_cwnd_segments, path.rwnd_segments)
+            t_now_s = window.last_active_s = env.now
+            if fail_reason is not None or outage_wait_s > 0.0 or plan.retransmissions or plan.failed:
+                wait_s += self._settle(link, plan, fail_reason, sent_nbytes, outage_wait_s, src, dst, nbytes,
+                                       request_id, kind, t_hop_s)
+                retransmissions += plan.retransmissions
+            else:
+                link.account(plan.sent_nbytes, plan.received_nbytes, 0)
             hop_nbytes.append(plan.sent_nbytes)
-            retransmissions += plan.retransmissions
-            record(env.now, link.name, "tx", request_id, nbytes, env.now - t_hop_s, kind)
+            record(t_now_s, link.name, "tx", request_id, nbytes, t_now_s - t_hop_s, kind)
             first = 1
-        for link in hops[first:]:
+        for link in hops[first:] if first else hops:
             # store-and-forward: the whole message is on this hop's medium, then propagates
             t_hop_s = env.now
             if link.peak_bps <= 0.0:
                 self._check_coverage(link, src, dst, nbytes, request_id, kind)
             if link.loss > 0.0:
-                plan = link.plan(nbytes, self._loss_rng, self.transport.max_retx)
+                plan = link.plan(nbytes, self._loss_rng, self._max_retx)
                 sent = plan.sent_nbytes
                 flow = link.medium.transmit(link, sent * 8, 0.0 if plan.failed else link.delay_s)
                 yield flow
@@ -156,9 +170,10 @@ class Network:
                 else:
                     link.account(sent, sent, 0)
             hop_nbytes.append(sent)
-            record(env.now, link.name, "tx", request_id, nbytes, env.now - t_hop_s, kind)
-        return Delivery(src, dst, nbytes, t_start_s, env.now, self._route(src, dst), tuple(hop_nbytes),
-                        retransmissions, handshake_s, wait_s)
+            t_now_s = env.now
+            record(t_now_s, link.name, "tx", request_id, nbytes, t_now_s - t_hop_s, kind)
+        return Delivery(src, dst, nbytes, t_start_s, env.now, path.nodes, tuple(hop_nbytes), retransmissions,
+                        handshake_s, wait_s)
 
     def _settle(self, link: Link, plan: WirePlan | None, fail_reason: str | None, partial_nbytes: int,
                 outage_wait_s: float, src: str, dst: str, nbytes: int, request_id: int | None, kind: str,
@@ -181,7 +196,7 @@ class Network:
             self.recorder.event(now, link.name, "retx", request_id, plan.lost_nbytes, 0.0,
                                 f"{kind}: {plan.retransmissions} packets")
         if plan.failed:
-            self._fail(f"retries exhausted on {link.name}: a packet was lost {self.transport.max_retx + 1} "
+            self._fail(f"retries exhausted on {link.name}: a packet was lost {self._max_retx + 1} "
                        "times", link, src, dst, nbytes, request_id, kind, t_hop_s)
         return outage_wait_s
 
@@ -200,55 +215,48 @@ class Network:
 
     # -- TCP connections ----------------------------------------------------------------------------
 
-    def _open_window(self, src: str, dst: str) -> Window | None:
+    def _open_window(self, src: str, path: Path, now_s: float) -> Window | None:
         """The sender's window if the connection is kept open and established (no waiting needed)."""
         spec = self.transport
-        if not spec.keep_alive:
-            return None
-        conn = self._connections.get((src, dst) if src < dst else (dst, src))
-        if conn is None or conn.established_s > self.env.now:
+        conn = self._connections.get(path.connection) if spec.keep_alive else None
+        if conn is None or conn.established_s > now_s:
             return None
         window = conn.windows.get(src)
         if window is None:
-            window = conn.windows[src] = Window(float(spec.init_cwnd_segments), self.env.now)
+            window = conn.windows[src] = Window(float(spec.init_cwnd_segments), now_s)
         else:
-            window.restart_after_idle(self.env.now, spec.rto_min_s + self.rtt_s(src, dst),
-                                      spec.init_cwnd_segments)
+            window.restart_after_idle(now_s, spec.rto_min_s + path.rtt_s, spec.init_cwnd_segments)
         return window
 
-    def _open(self, src: str, dst: str, request_id: int | None
+    def _open(self, src: str, dst: str, path: Path, request_id: int | None
               ) -> Generator[simpy.Event, Any, tuple[Window, float]]:
         """The sender's window on an open connection, after a handshake round trip if needed."""
         env, spec = self.env, self.transport
         t0_s = env.now
-        rtt_s = self.rtt_s(src, dst)
-        key = (src, dst) if src < dst else (dst, src)
-        conn = self._connections.get(key) if spec.keep_alive else None
+        conn = self._connections.get(path.connection) if spec.keep_alive else None
         if conn is None:
-            handshake_s = self.handshake_s(src, dst)
-            conn = Connection(t0_s + handshake_s)
+            conn = Connection(t0_s + path.handshake_s)
             if spec.keep_alive:
-                self._connections[key] = conn
-            yield env.timeout(handshake_s)
-            self.recorder.event(env.now, f"{src}->{dst}", "handshake", request_id, 0, handshake_s, "")
+                self._connections[path.connection] = conn
+            yield env.timeout(path.handshake_s)
+            self.recorder.event(env.now, f"{src}->{dst}", "handshake", request_id, 0, path.handshake_s, "")
         elif conn.established_s > t0_s:  # another message is opening it: wait for that handshake
             yield env.timeout(conn.established_s - t0_s)
         window = conn.windows.get(src)
         if window is None:
             window = conn.windows[src] = Window(float(spec.init_cwnd_segments), env.now)
         else:
-            window.restart_after_idle(env.now, spec.rto_min_s + rtt_s, spec.init_cwnd_segments)
+            window.restart_after_idle(env.now, spec.rto_min_s + path.rtt_s, spec.init_cwnd_segments)
         return window, env.now - t0_s
-
-    def _rwnd(self, link: Link) -> int:
-        rwnd = self._rwnd_segments.get(link)
-        if rwnd is None:
-            rwnd = self._rwnd_segments[link] = max(1, self.transport.rcv_buffer_bytes // link.mss_bytes)
-        return rwnd
 
     def __repr__(self) -> str:
         return (f"Network({self.graph.number_of_nodes()} nodes, {len(self.links)} links, "
                 f"{len(self.media)} media, {self.transport.kind})")
+
+
+def _serialization_s(nbytes: int, link: Link) -> float:
+    """Time to put `nbytes` on an idle hop (infinite for a member out of coverage)."""
+    return nbytes * 8.0 / link.peak_bps if link.peak_bps > 0.0 else math.inf
 
 
 def build_network(env: simpy.Environment, nodes: Iterable[str], links: Sequence[LinkSpec],

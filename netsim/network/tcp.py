@@ -57,21 +57,18 @@ class Connection:
     windows: dict[str, Window] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class RoundsOutcome:
-    fail_reason: str | None
-    sent_nbytes: int
-    outage_wait_s: float
-
-
 def bdp_segments(link: Link, rtt_s: float) -> int:
     """Packets of this hop's MTU that fill its rate × the path RTT."""
     return max(1, math.ceil(link.peak_bps * rtt_s / (8.0 * link.mtu_bytes)))
 
 
 def window_rounds(env: simpy.Environment, link: Link, plan: WirePlan, window: Window, rtt_s: float,
-                  init_segments: int, rwnd_segments: int) -> Generator[simpy.Event, Any, RoundsOutcome]:
-    """Send `plan`'s transmissions over `link` in congestion-window rounds (see module docstring)."""
+                  init_segments: int, rwnd_segments: int
+                  ) -> Generator[simpy.Event, Any, tuple[str | None, int, float]]:
+    """Send `plan`'s transmissions over `link` in congestion-window rounds (see module docstring).
+
+    Returns (failure reason or None, bytes that left the sender, time held by outages).
+    """
     bdp = bdp_segments(link, rtt_s)
     cap = float(max(init_segments, bdp))
     slot, n_slots = 0, plan.n_slots
@@ -87,12 +84,12 @@ def window_rounds(env: simpy.Environment, link: Link, plan: WirePlan, window: Wi
         yield flow
         wait_s += flow.outage_wait_s
         if flow.fail_reason is not None:
-            return RoundsOutcome(flow.fail_reason, plan.nbytes_between(0, slot) + flow.nbytes_sent, wait_s)
+            return flow.fail_reason, plan.nbytes_between(0, slot) + flow.nbytes_sent, wait_s
         lost = plan.losses_between(slot, end)
         window.after_round(end - slot - lost, lost, cap)
         slot = end
         if slot >= n_slots:
-            return RoundsOutcome(None, plan.sent_nbytes, wait_s)
+            return None, plan.sent_nbytes, wait_s
         ack_wait_s = t_round_s + rtt_s - env.now
         if ack_wait_s > 0.0:
             yield env.timeout(ack_wait_s)
