@@ -215,3 +215,23 @@ def test_cached_model_incremental_equals_full(model_dir: Path) -> None:
     ids = lm.tokenizer.encode("Once upon a time, in a small village by the sea, there lived an old fisherman")
     full, _ = lm.prefill(ids)
     assert np.abs(_incremental(lm, ids, 4) - full[3:]).max() < TOL
+
+
+def test_fp16_stored_weights_load_as_the_same_model(tokenizer_json: Path, tmp_path: Path) -> None:
+    """float16 storage + Cast: parameters counted once, embedding rows exact, logits as torch's."""
+    import onnx
+
+    from netsim.lm.export import export_causal_lm
+
+    model = tiny_model("qwen3", vocab_size(tokenizer_json), seed=5).half().float()
+    export_causal_lm(model, tmp_path, tokenizer_json=tokenizer_json, name="fp16", role="any",
+                     description="tiny fp16-stored", license="Apache-2.0", provenance={}, store_fp16=True)
+    lm = OnnxCausalLM.load(tmp_path)
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    assert sum(1 for node in graph.node if node.op_type == "Cast" and node.input[0].endswith("fp16")) >= 10
+    assert lm.geometry.n_params == sum(p.numel() for p in model.parameters())
+    assert geometry_from_onnx(tmp_path / "model.onnx").n_params == lm.geometry.n_params
+    table = model.get_input_embeddings().weight.detach().numpy()
+    np.testing.assert_array_equal(lm.embed([1, 2, 300]), table[[1, 2, 300]])
+    ids = _ids(lm, 16, seed=6)
+    assert np.abs(lm.prefill(ids)[0] - _torch_logits(model, ids)).max() < TOL
