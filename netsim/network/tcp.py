@@ -72,24 +72,29 @@ def window_rounds(env: simpy.Environment, link: Link, plan: WirePlan, window: Wi
     bdp = bdp_segments(link, rtt_s)
     cap = float(max(init_segments, bdp))
     slot, n_slots = 0, plan.n_slots
+    lossy = plan.slot_lost is not None
     wait_s = 0.0
     while True:
-        w = max(1, min(int(window.cwnd_segments), rwnd_segments))
-        # once the window fills the pipe and no loss lies ahead, the rest streams at the full share
-        end = n_slots if w >= bdp and plan.losses_between(slot, n_slots) == 0 else min(slot + w, n_slots)
+        w = min(int(window.cwnd_segments), rwnd_segments) or 1
+        end = slot + w
+        if end >= n_slots or (w >= bdp and not (lossy and plan.losses_between(slot, n_slots))):
+            # the message fits in this window, or the window fills the pipe with no loss ahead:
+            # the rest streams at the full share and this is the last round
+            end = n_slots
         t_round_s = env.now
         last = end == n_slots  # the last round waits for its bits to reach the far end
         flow = link.medium.transmit(link, plan.nbytes_between(slot, end) * 8,
                                     link.delay_s if last and not plan.failed else 0.0)
         yield flow
-        wait_s += flow.outage_wait_s
+        if flow.outage_wait_s:
+            wait_s += flow.outage_wait_s
         if flow.fail_reason is not None:
             return flow.fail_reason, plan.nbytes_between(0, slot) + flow.nbytes_sent, wait_s
-        lost = plan.losses_between(slot, end)
+        lost = plan.losses_between(slot, end) if lossy else 0
         window.after_round(end - slot - lost, lost, cap)
-        slot = end
-        if slot >= n_slots:
+        if last:
             return None, plan.sent_nbytes, wait_s
+        slot = end
         ack_wait_s = t_round_s + rtt_s - env.now
         if ack_wait_s > 0.0:
             yield env.timeout(ack_wait_s)
