@@ -164,3 +164,12 @@ def test_returned_logits_are_read_only(lm: OnnxCausalLM) -> None:
     row = LanguageModel(lm).next_logits([1, 2, 3])
     with pytest.raises(ValueError):
         row[0] = 0.0
+
+
+def test_thread_count_does_not_change_memoised_logits(lm: OnnxCausalLM) -> None:
+    """A disk memo is shared by processes that may run different thread counts."""
+    two = LanguageModel(OnnxCausalLM.load(lm.model_dir, threads=2))
+    one = LanguageModel(lm)
+    ids = np.random.default_rng(9).integers(1, lm.geometry.vocab_size, 30).tolist()
+    for n in (1, 2, 17, 30):
+        np.testing.assert_array_equal(one.next_logits(ids[:n]), two.next_logits(ids[:n]))
