@@ -79,6 +79,31 @@ def test_38901_pathloss_agrees_with_ns3(model, h_bs_m, losses_db):
         assert got_db == pytest.approx(expected_db, abs=0.05)
 
 
+@pytest.mark.parametrize(("model", "d2d_list_m", "losses_db"), [
+    ("rma_los", [10, 100, 1000, 10000], [77.3784, 87.2965, 108.5577, 140.3896]),
+    ("rma_nlos", [10, 100, 1000, 5000], [77.3784, 95.7718, 133.5223, 160.5169]),
+])
+def test_38901_rma_agrees_with_ns3(model, d2d_list_m, losses_db):
+    """ns-3's RMa vectors (fc 5 GHz, h_BS 35 m, h_UT 1.5 m, h = 5 m, W = 20 m)."""
+    for d2d_m, expected_db in zip(d2d_list_m, losses_db, strict=True):
+        assert w.pathloss_db(model, 5.0, d3d(d2d_m, 35), 35, 1.5) == pytest.approx(expected_db, abs=0.05)
+
+
+def test_38901_rma_by_hand():
+    # LOS before d_BP = 2π·35·1.5·0.8e9/3e8 ≈ 879.6 m, at 500 m and 0.8 GHz, h = 5 m:
+    d = d3d(500, 35)
+    pl1_db = (20 * math.log10(40 * math.pi * d * 0.8 / 3) + 0.03 * 5**1.72 * math.log10(d) - 0.044 * 5**1.72
+              + 0.002 * math.log10(5) * d)
+    assert w.rma_breakpoint_distance_m(0.8, 35, 1.5) == pytest.approx(2 * math.pi * 35 * 1.5 * 0.8e9 / 3e8)
+    assert w.pathloss_db("rma_los", 0.8, d, 35, 1.5) == pytest.approx(pl1_db, abs=1e-9)
+    # beyond: PL1(d_BP) + 40·log10(d3D/d_BP)
+    d_bp, d_far = w.rma_breakpoint_distance_m(0.8, 35, 1.5), d3d(3000, 35)
+    pl1_bp_db = (20 * math.log10(40 * math.pi * d_bp * 0.8 / 3) + 0.03 * 5**1.72 * math.log10(d_bp)
+                 - 0.044 * 5**1.72 + 0.002 * math.log10(5) * d_bp)
+    assert w.pathloss_db("rma_los", 0.8, d_far, 35, 1.5) == pytest.approx(
+        pl1_bp_db + 40 * math.log10(d_far / d_bp), abs=1e-9)
+
+
 def test_free_space_is_friis():
     # 20·log10(4π·1000 m·2.4 GHz / c) ≈ 100.05 dB (the textbook 32.45 + 20·log10 f[MHz] + 20·log10 d[km])
     textbook_db = 32.45 + 20 * math.log10(2400) + 20 * math.log10(1)
@@ -183,6 +208,17 @@ def test_members_talk_through_the_ap(env):
     on_wire = 100_000 + math.ceil(100_000 / 1460) * 40
     assert d.hops == ("p1", "ap", "p2")
     assert d.duration_s == pytest.approx(on_wire * 8 / 50e6 + 0.002 + on_wire * 8 / 200e6 + 0.002, rel=1e-12)
+
+
+def test_shared_duplex_cell_puts_uplink_and_downlink_on_one_medium(env):
+    """Wi-Fi-like: an upload and a download at once each get half the airtime of the one channel."""
+    cell = CellSpec(name="wifi", ap="ap", members={"laptop": 10}, duplex_mode="shared", uplink_mbps=100,
+                    downlink_mbps=100, delay_ms=0, header_bytes=0)
+    net = _cell_net(env, cell)
+    up, down = _send_all(env, net, [("laptop", "ap", 1_000_000), ("ap", "laptop", 1_000_000)])
+    assert up.t_end_s == pytest.approx(2 * 8e6 / 100e6, rel=1e-12)
+    assert down.t_end_s == pytest.approx(2 * 8e6 / 100e6, rel=1e-12)
+    assert set(net.media) == {"wifi:air"}
 
 
 def test_rayleigh_block_fading_transfer_runs_at_the_mean_fading_rate(env):

@@ -98,8 +98,9 @@ def member_snr_db(cell: CellSpec, member: str, direction: Direction, shadow_db: 
 
 
 def airtime_fraction(cell: CellSpec, direction: Direction) -> float:
-    """Share of time the carrier serves `direction`: TDD splits the slots, FDD has a carrier per direction."""
-    if cell.duplex_mode == "fdd":
+    """Share of time the carrier serves `direction`: TDD splits the slots, FDD has a carrier per direction,
+    and a shared medium (Wi-Fi) gives each direction the whole channel to contend for."""
+    if cell.duplex_mode != "tdd":
         return 1.0
     return cell.tdd_uplink_fraction if direction == "up" else 1.0 - cell.tdd_uplink_fraction
 

@@ -30,7 +30,7 @@ from netsim.network.link import Link, WirePlan
 from netsim.network.medium import Medium, outage_schedule
 from netsim.network.spec import CellSpec, LinkSpec, TransportSpec
 from netsim.network.tcp import Connection, Window, window_rounds
-from netsim.network.topology import build_graph, shortest_route
+from netsim.network.topology import build_graph, cell_medium_name, shortest_route
 from netsim.recorder import Recorder
 
 __all__ = ["Delivery", "Network", "Path", "TransferFailed", "build_network"]
@@ -280,10 +280,12 @@ def build_network(env: simpy.Environment, nodes: Iterable[str], links: Sequence[
         channels = cell_channels(cell, rng)
         varying = cell.fading != "none"
         for direction in ("up", "down"):
-            name = f"{cell.name}:{direction}"
-            medium = media[name] = Medium(env, name, cell.discipline, timeout_s, varying=varying)
-            if cell.outages:
-                env.process(outage_schedule(env, medium, [(o.start_s, o.end_s) for o in cell.outages]))
+            name = cell_medium_name(cell, direction)
+            medium = media.get(name)
+            if medium is None:  # a `shared` cell uses one medium for both directions
+                medium = media[name] = Medium(env, name, cell.discipline, timeout_s, varying=varying)
+                if cell.outages:
+                    env.process(outage_schedule(env, medium, [(o.start_s, o.end_s) for o in cell.outages]))
             for member in cell.members:
                 src, dst = (member, cell.ap) if direction == "up" else (cell.ap, member)
                 source = channels[(member, direction)]

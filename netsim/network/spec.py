@@ -12,14 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-PathLossName = Literal["free_space", "uma_los", "uma_nlos", "umi_los", "umi_nlos"]
+PathLossName = Literal["free_space", "uma_los", "uma_nlos", "umi_los", "umi_nlos", "rma_los", "rma_nlos"]
 Discipline = Literal["fair", "fifo"]
 
-# TR 38.901 Table 7.4.1-1 validity ranges of the UMa/UMi formulas.
-_D2D_MIN_M = 10.0
-_D2D_MAX_M = 5000.0
-_H_UT_MIN_M = 1.5
-_H_UT_MAX_M = 22.5
+# TR 38.901 Table 7.4.1-1 validity ranges: d2D (m) per model, and h_UT (m) for UMa/UMi (RMa: 1–10 m).
+_D2D_RANGE_M = {"uma_los": (10.0, 5000.0), "uma_nlos": (10.0, 5000.0), "umi_los": (10.0, 5000.0),
+                "umi_nlos": (10.0, 5000.0), "rma_los": (10.0, 10000.0), "rma_nlos": (10.0, 5000.0)}
+_H_UT_RANGE_M = {"uma": (1.5, 22.5), "umi": (1.5, 22.5), "rma": (1.0, 10.0)}
 
 
 class _Strict(BaseModel):
@@ -114,12 +113,14 @@ class CellSpec(_Strict):
     ue_antenna_gain_dbi: float = Field(0.0, description="device antenna gain, dBi")
     ap_antenna_gain_dbi: float = Field(
         8.0, description="base-station antenna gain, dBi (element gain G_E,max, TR 38.901 Table 7.3-1)")
-    duplex_mode: Literal["tdd", "fdd"] = Field(
-        "tdd", description="`tdd`: uplink and downlink share one carrier in time (n78); `fdd`: one each")
+    duplex_mode: Literal["tdd", "fdd", "shared"] = Field(
+        "tdd", description="`tdd`: fixed UL/DL slot split of one carrier (n78); `fdd`: a carrier per "
+        "direction; `shared`: both directions contend for one medium (Wi-Fi)")
     tdd_uplink_fraction: float = Field(
         0.2, gt=0, lt=1, description="share of TDD slots that carry uplink (pattern DDDSU: 1 of 5)")
     pathloss: PathLossName = Field("uma_nlos", description="path-loss model (TR 38.901 Table 7.4.1-1)")
-    h_bs_m: float = Field(25.0, gt=0, description="base-station antenna height, metres (UMa 25, UMi 10)")
+    h_bs_m: float = Field(
+        25.0, gt=0, description="base-station antenna height, metres (UMa 25, UMi 10, RMa 35)")
     h_ut_m: float = Field(1.5, gt=0, description="device antenna height, metres (TR 38.901: 1.5–22.5)")
     shadowing: bool = Field(
         False, description="draw log-normal shadowing per device (σ from TR 38.901); off = median budget")
@@ -154,12 +155,14 @@ class CellSpec(_Strict):
             if not uses_phy or model == "free_space":
                 continue
             h_ut = member.h_ut_m or self.h_ut_m
-            if not _D2D_MIN_M <= member.distance_m <= _D2D_MAX_M:
+            d_min, d_max = _D2D_RANGE_M[model]
+            if not d_min <= member.distance_m <= d_max:
                 raise ValueError(f"members.{name}.distance_m: TR 38.901 {model} holds for "
-                                 f"{_D2D_MIN_M:g}–{_D2D_MAX_M:g} m, got {member.distance_m:g}")
-            if not _H_UT_MIN_M <= h_ut <= _H_UT_MAX_M:
+                                 f"{d_min:g}–{d_max:g} m, got {member.distance_m:g}")
+            h_min, h_max = _H_UT_RANGE_M[model[:3]]
+            if not h_min <= h_ut <= h_max:
                 raise ValueError(f"members.{name}: TR 38.901 {model} needs h_ut_m in "
-                                 f"{_H_UT_MIN_M:g}–{_H_UT_MAX_M:g} m, got {h_ut:g}")
+                                 f"{h_min:g}–{h_max:g} m, got {h_ut:g}")
             if h_ut >= self.h_bs_m:
                 raise ValueError(f"members.{name}: h_ut_m ({h_ut:g}) must be below h_bs_m ({self.h_bs_m:g})")
         return self

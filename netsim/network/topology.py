@@ -3,7 +3,8 @@
 Every directed edge is one hop and carries what validation and the engine need:
   delay_s    one-way propagation (+ air/core latency for a cell), the route metric
   rate_bps   nominal peak rate: the line rate, or the median-budget PHY rate of a cell member
-  medium     name of the shared medium (`a->b` for a wire direction, `cell:up`/`cell:down` for a cell)
+  medium     name of the shared medium: `a->b` for a wire direction, `cell:up`/`cell:down` for a cell,
+             `cell:air` when a cell's two directions contend for one medium (`duplex_mode: shared`)
   spec       the LinkSpec or CellSpec it came from; `member`/`direction` for cell edges.
 A cell contributes member->ap (uplink) and ap->member (downlink) edges; two members of one cell talk
 through the AP (uplink, then downlink), as in Wi-Fi infrastructure mode and in a cellular network.
@@ -47,12 +48,17 @@ def build_graph(nodes: Iterable[str], links: Sequence[LinkSpec], cells: Sequence
         names.add(cell.name)
         for member in cell.members:
             add(member, cell.ap, f"cells[{i}].members.{member}", delay_s=cell.delay_ms * 1e-3,
-                rate_bps=nominal_rate_bps(cell, member, "up"), medium=f"{cell.name}:up", spec=cell,
-                member=member, direction="up")
+                rate_bps=nominal_rate_bps(cell, member, "up"), medium=cell_medium_name(cell, "up"),
+                spec=cell, member=member, direction="up")
             add(cell.ap, member, f"cells[{i}].members.{member}", delay_s=cell.delay_ms * 1e-3,
-                rate_bps=nominal_rate_bps(cell, member, "down"), medium=f"{cell.name}:down", spec=cell,
-                member=member, direction="down")
+                rate_bps=nominal_rate_bps(cell, member, "down"), medium=cell_medium_name(cell, "down"),
+                spec=cell, member=member, direction="down")
     return graph
+
+
+def cell_medium_name(cell: CellSpec, direction: str) -> str:
+    """`cell:up`/`cell:down`, or `cell:air` when both directions contend for one medium."""
+    return f"{cell.name}:air" if cell.duplex_mode == "shared" else f"{cell.name}:{direction}"
 
 
 def route_weight(_src: str, _dst: str, attrs: dict[str, object]) -> float:

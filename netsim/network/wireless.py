@@ -1,8 +1,9 @@
 """Radio link budget as pure functions: path loss, shadowing, fading, noise, SNR → rate.
 
-Path loss follows 3GPP TR 38.901 Table 7.4.1-1 (UMa and UMi street canyon, LOS and NLOS) with the
-effective environment height h_E = 1 m, as ns-3's ThreeGpp*PropagationLossModel does with a fixed
-channel condition. The rate is the attenuated, truncated Shannon curve of 3GPP TR 36.942 Annex A.2:
+Path loss follows 3GPP TR 38.901 Table 7.4.1-1 (UMa, UMi street canyon and RMa, LOS and NLOS) with the
+effective environment height h_E = 1 m and the RMa defaults h = 5 m, W = 20 m, as ns-3's
+ThreeGpp*PropagationLossModel does with a fixed channel condition. The rate is the attenuated,
+truncated Shannon curve of 3GPP TR 36.942 Annex A.2:
     rate = 0                                  if SNR < SNR_min
          = B · min(α · log2(1 + SNR), SE_max) otherwise.
 Frequencies are in GHz and distances in metres, as in the 38.901 formulas.
@@ -70,19 +71,61 @@ def umi_nlos_db(fc_ghz: float, d3d_m: float, h_bs_m: float, h_ut_m: float) -> fl
     return max(umi_los_db(fc_ghz, d3d_m, h_bs_m, h_ut_m), nlos)
 
 
+RMA_BUILDING_HEIGHT_M = 5.0
+"""Average building height h of the RMa formulas (TR 38.901 Table 7.4.1-1 default, valid 5–50 m)."""
+RMA_STREET_WIDTH_M = 20.0
+"""Average street width W of the RMa NLOS formula (TR 38.901 Table 7.4.1-1 default, valid 5–50 m)."""
+
+
+def rma_breakpoint_distance_m(fc_ghz: float, h_bs_m: float, h_ut_m: float) -> float:
+    """RMa d_BP = 2π·h_BS·h_UT·f_c/c, with the actual antenna heights (TR 38.901 Table 7.4.1-1 note 5)."""
+    return 2.0 * math.pi * h_bs_m * h_ut_m * fc_ghz * 1e9 / SPEED_OF_LIGHT_M_S
+
+
+def _rma_pl1_db(fc_ghz: float, d3d_m: float) -> float:
+    h = RMA_BUILDING_HEIGHT_M
+    return (20.0 * math.log10(40.0 * math.pi * d3d_m * fc_ghz / 3.0)
+            + min(0.03 * h**1.72, 10.0) * math.log10(d3d_m) - min(0.044 * h**1.72, 14.77)
+            + 0.002 * math.log10(h) * d3d_m)
+
+
+def rma_los_db(fc_ghz: float, d3d_m: float, h_bs_m: float, h_ut_m: float) -> float:
+    """RMa LOS: PL1 up to d_BP, then PL2 = PL1(d_BP) + 40·log10(d3D/d_BP)."""
+    d_bp = rma_breakpoint_distance_m(fc_ghz, h_bs_m, h_ut_m)
+    if _d2d_m(d3d_m, h_bs_m, h_ut_m) <= d_bp:
+        return _rma_pl1_db(fc_ghz, d3d_m)
+    return _rma_pl1_db(fc_ghz, d_bp) + 40.0 * math.log10(d3d_m / d_bp)
+
+
+def rma_nlos_db(fc_ghz: float, d3d_m: float, h_bs_m: float, h_ut_m: float) -> float:
+    """RMa NLOS: max(PL_LOS, PL'_NLOS) with PL'_NLOS = 161.04 − 7.1·log10 W + 7.5·log10 h
+    − (24.37 − 3.7(h/h_BS)²)·log10 h_BS + (43.42 − 3.1·log10 h_BS)(log10 d3D − 3) + 20·log10 fc
+    − (3.2(log10(11.75·h_UT))² − 4.97)."""
+    h, w = RMA_BUILDING_HEIGHT_M, RMA_STREET_WIDTH_M
+    nlos = (161.04 - 7.1 * math.log10(w) + 7.5 * math.log10(h)
+            - (24.37 - 3.7 * (h / h_bs_m) ** 2) * math.log10(h_bs_m)
+            + (43.42 - 3.1 * math.log10(h_bs_m)) * (math.log10(d3d_m) - 3.0)
+            + 20.0 * math.log10(fc_ghz) - (3.2 * math.log10(11.75 * h_ut_m) ** 2 - 4.97))
+    return max(rma_los_db(fc_ghz, d3d_m, h_bs_m, h_ut_m), nlos)
+
+
 PATHLOSS_MODELS: MappingProxyType[str, Callable[[float, float, float, float], float]] = MappingProxyType({
     "free_space": lambda fc_ghz, d3d_m, _h_bs, _h_ut: free_space_db(fc_ghz, d3d_m),
     "uma_los": uma_los_db,
     "uma_nlos": uma_nlos_db,
     "umi_los": umi_los_db,
     "umi_nlos": umi_nlos_db,
+    "rma_los": rma_los_db,
+    "rma_nlos": rma_nlos_db,
 })
 """Registry of path-loss models by scenario name; each takes (fc_ghz, d3d_m, h_bs_m, h_ut_m)."""
 
 SHADOWING_STD_DB: MappingProxyType[str, float] = MappingProxyType({
     "free_space": 0.0, "uma_los": 4.0, "uma_nlos": 6.0, "umi_los": 4.0, "umi_nlos": 7.82,
+    "rma_los": 4.0, "rma_nlos": 8.0,
 })
-"""σ_SF of the log-normal shadow fading per model (TR 38.901 Table 7.4.1-1)."""
+"""σ_SF of the log-normal shadow fading per model (TR 38.901 Table 7.4.1-1; RMa LOS uses its PL1 value,
+6 dB beyond the breakpoint in the table)."""
 
 
 def pathloss_db(model: str, fc_ghz: float, d3d_m: float, h_bs_m: float, h_ut_m: float) -> float:
