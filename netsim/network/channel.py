@@ -62,6 +62,11 @@ class Channel:
             self._rate_bps = self._rate_at(snr_db)
         return self._rate_bps
 
+    @property
+    def last_rate_bps(self) -> float:
+        """The rate of the block last visited, without drawing a new one (for display)."""
+        return self._rate_bps
+
     def next_change_s(self, t_s: float) -> float:
         """Start of the next fading block after `t_s` (infinity for a static channel)."""
         if self.coherence_s is None:

@@ -78,9 +78,6 @@ class Link:
     def name(self) -> str:
         return f"{self.src}->{self.dst}"
 
-    def current_peak_bps(self, t_s: float) -> float:
-        return self.channel.rate_bps(t_s) if self.channel is not None else self.peak_bps
-
     def wire_nbytes(self, nbytes: int) -> int:
         """Payload plus one header per packet, without loss."""
         n_packets = max(1, -(-nbytes // self.mss_bytes))
@@ -128,7 +125,7 @@ class Link:
         self.messages += 1
 
     def __repr__(self) -> str:
-        peak_bps = self.channel.rate_bps(self.medium.env.now) if self.channel is not None else self.peak_bps
+        peak_bps = self.channel.last_rate_bps if self.channel is not None else self.peak_bps
         used_mbps = self.medium.rate_in_use_bps(self) / 1e6
         return (f"Link({self.src!r}->{self.dst!r}, {used_mbps:.1f}/{peak_bps / 1e6:.1f} Mbit/s, "
                 f"{self.delay_s * 1e3:g} ms)")
