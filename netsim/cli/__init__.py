@@ -83,7 +83,7 @@ def results_paragraph(summary: dict, out_dir: Path) -> str:
         f"{summary['n_output_tokens']} output tokens. TTFT {ms(summary['ttft_s'])}, "
         f"TPOT {ms(summary['tpot_s'])}, end-to-end {ms(summary['e2e_s'])}. "
         f"{summary['bytes_total']:,} bytes moved ({'–' if bpt is None else f'{bpt:.1f}'} per token), "
-        f"device energy {summary['energy_device_j']:.2f} J. Simulated {summary['sim_end_s']:.3f} s. "
+        f"device energy {summary['energy_device_j']:.3g} J. Simulated {summary['sim_end_s']:.3f} s. "
         f"Results in {out_dir}/"
     )
 
