@@ -194,10 +194,11 @@ class LanguageModel:
         full = (*prefix, *tokens)
         start = len(prefix) + 1
         rows = [self._cached_row(full[:n]) for n in range(start, len(full) + 1)]
-        if any(r is None for r in rows):
-            computed = self._compute(full, first_row=max(len(prefix), 1))
-            return np.stack(computed[len(computed) - len(tokens):])
-        return np.stack(rows)  # type: ignore[arg-type]
+        cached = [r for r in rows if r is not None]
+        if len(cached) == len(rows):
+            return np.stack(cached)
+        computed = self._compute(full, first_row=max(len(prefix), 1))
+        return np.stack(computed[len(computed) - len(tokens):])
 
     def kv_cache(self, prefix: Sequence[int]) -> KVCache:
         """The KV cache of `prefix` (for payloads such as C2C's cache exchange)."""
@@ -220,6 +221,7 @@ class LanguageModel:
                  seed: Sequence[int] | int, stop_at_eos: bool = True) -> list[int]:
         """Up to `max_new_tokens` tokens after the prompt; the RNG comes from `seed` alone
         (`np.random.default_rng(seed)`), so results do not depend on call order or on the memo."""
+        prompt_ids = [int(t) for t in prompt_ids]
         if not prompt_ids:
             raise ValueError(f"{self.name}: generate needs a non-empty prompt")
         seed_part = np.asarray(seed if isinstance(seed, Sequence) else [seed], dtype="<i8").tobytes()
