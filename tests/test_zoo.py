@@ -93,6 +93,9 @@ def test_cli_list_show_verify(cli_env: Path) -> None:
     assert shown.exit_code == 0 and "sha256:" in shown.output and "n_layers: 2" in shown.output
     card = runner.invoke(app, ["show", "llama-3.2-1b"])
     assert card.exit_code == 0 and "n_kv_heads: 8" in card.output
+    (cli_env / "qwen3-4b").symlink_to(cli_env / "alpha")  # a model named like a card wins, --card shows it
+    assert "name: alpha" in runner.invoke(app, ["show", "qwen3-4b"]).output
+    assert "n_layers: 36" in runner.invoke(app, ["show", "qwen3-4b", "--card"]).output
     verified = runner.invoke(app, ["verify", "alpha", "beta"])
     assert verified.exit_code == 0, verified.output
     assert verified.output.count("ok") >= 2

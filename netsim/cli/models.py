@@ -82,13 +82,17 @@ def list_command() -> None:
 
 
 @app.command("show")
-def show_command(name: Annotated[str, typer.Argument(help="model or cost-card name")]) -> None:
+def show_command(
+    name: Annotated[str, typer.Argument(help="model or cost-card name")],
+    card: Annotated[bool, typer.Option("--card", help="the cost card even if a model has this name")] = False,
+) -> None:
     """The manifest of a model (files, hashes, geometry, licence, provenance), or a cost card."""
+    store = ModelStore()
     try:
-        if name in list_cards():
+        if card or (name in list_cards() and name not in store.names()):
             data = read_card(name).model_dump(mode="json")
         else:
-            path = ModelStore().path(name)
+            path = store.path(name)
             if (path / MANIFEST_FILE).is_file():
                 data = {"path": str(path), **read_manifest(path).model_dump(mode="json")}
             else:
