@@ -19,7 +19,7 @@ from netsim.lm.geometry import ModelGeometry
 from netsim.lm.manifest import MANIFEST_FILE, read_manifest
 from netsim.lm.onnx_lm import OnnxCausalLM, geometry_from_onnx
 from netsim.lm.zoo import VERIFY_MAX_ABS_LOGIT_DIFF, ModelStore, verify_model
-from netsim.paths import PROJECT_ROOT
+from netsim.paths import PROJECT_ROOT, cache_dir
 
 app = typer.Typer(help="Language models: bundled, built or imported into the cache; cost cards.",
                   no_args_is_help=True)
@@ -37,7 +37,9 @@ def _fail(exc: InputError) -> typer.Exit:
 
 
 def _where(path: Path) -> str:
-    return "bundled" if path.parent == PROJECT_ROOT / "models" else str(path.parent)
+    if path.parent == PROJECT_ROOT / "models":
+        return "bundled"
+    return "cache" if path.parent == cache_dir() / "models" else str(path.parent)
 
 
 def _geometry_columns(g: ModelGeometry) -> list[str]:
