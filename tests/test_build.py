@@ -15,7 +15,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from netsim.errors import ModelError
-from netsim.lm.build import RECIPES, build_model, keep_first_layers, list_buildable, smollm2_gguf
+from netsim.lm.build import RECIPES, build_model, keep_layers, list_buildable, smollm2_gguf
 from netsim.lm.manifest import read_manifest
 from netsim.lm.onnx_lm import OnnxCausalLM
 
@@ -54,22 +54,39 @@ def test_gguf_is_found_in_the_cached_wheel_without_pip(tmp_path: Path,
         smollm2_gguf(log=pytest.fail)
 
 
-def test_keep_first_layers_equals_running_the_first_layers_then_norm_and_head() -> None:
+def test_keep_layers_equals_a_model_built_from_those_layers_and_caches_correctly() -> None:
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=5, num_attention_heads=4, num_key_value_heads=2,
-                                         tie_word_embeddings=True)).eval()
-    ids = torch.tensor([[3, 14, 15, 92, 65, 35]])
+    config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=5,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                         initializer_range=0.3)
+    model = LlamaForCausalLM(config).eval()
+    kept = (0, 3, 4)
+    # Independent reference: a fresh 3-layer model given layers 0, 3, 4's weights by renaming.
+    renamed = {}
+    for key, value in model.state_dict().items():
+        parts = key.split(".")
+        if parts[:2] == ["model", "layers"]:
+            if int(parts[2]) not in kept:
+                continue
+            parts[2] = str(kept.index(int(parts[2])))
+        renamed[".".join(parts)] = value
+    reference = LlamaForCausalLM(LlamaConfig(**{**config.to_dict(), "num_hidden_layers": 3})).eval()
+    reference.load_state_dict(renamed)
+    keep_layers(model, kept)
+    ids = torch.tensor([[3, 14, 15, 92, 65, 35, 89, 79]])
     with torch.no_grad():
-        # hidden_states[k] is the residual stream after k decoder layers (index 0: the embeddings)
-        after_two = model(input_ids=ids, output_hidden_states=True).hidden_states[2]
-        expected = model.lm_head(model.model.norm(after_two))
-        keep_first_layers(model, 2)
-        got = model(input_ids=ids).logits
-    assert model.config.num_hidden_layers == 2 and len(model.model.layers) == 2
-    assert torch.allclose(got, expected, atol=1e-5)
-    with pytest.raises(ValueError, match=r"not in 1\.\.2"):
-        keep_first_layers(model, 3)
+        full = model(input_ids=ids).logits
+        assert torch.allclose(full, reference(input_ids=ids).logits, atol=1e-5)
+        # Incremental decoding goes through the KV cache, filed by each block's layer_idx.
+        out = model(input_ids=ids[:, :5], use_cache=True)
+        steps = [out.logits[0, -1]]
+        for t in range(5, 8):
+            out = model(input_ids=ids[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
+            steps.append(out.logits[0, -1])
+    assert torch.allclose(torch.stack(steps[:-1]), full[0, 4:7], atol=1e-5)
+    assert model.config.num_hidden_layers == 3 and len(model.model.layers) == 3
+    with pytest.raises(ValueError, match="distinct indices"):
+        keep_layers(model, (0, 3))
 
 
 @pytest.mark.slow

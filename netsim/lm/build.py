@@ -7,8 +7,8 @@ package itself is never imported (it is an `llm` plugin and needs that app), onl
 Two recipes share that file and therefore one tokenizer, so together they are a real SLM/LLM pair with a
 common vocabulary (what speculative decoding and token-level routing need):
 - `smollm2-135m`: the GGUF dequantised to float32 and exported (30 layers, 134.5M params);
-- `smollm2-135m-l6`: its first 6 decoder layers with the final norm and (tied) head, fine-tuned briefly
-  on the corpus training split so the shortened stack learns to feed the head again.
+- `smollm2-135m-l6`: 6 of its 30 decoder blocks (every sixth and the last) with the final norm and (tied)
+  head, fine-tuned briefly on the corpus training split so the shortened stack learns to feed the head.
 Both manifests record the held-out NLL on the same corpus blocks, build timings and a greedy sample.
 Outputs are ~540 MB and ~200 MB of float32 ONNX: cache only, never git.
 """
@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -182,31 +182,38 @@ def _make_smollm2_135m(out_dir: Path, log: Log) -> None:
                 provenance={**_source_provenance(gguf), "gguf_load_time_s": round(load_s, 1)}, log=log)
 
 
-def keep_first_layers(model: Any, n_layers: int) -> Any:
-    """Cut a decoder to its first `n_layers` blocks, keeping embedding, final norm and head, in place.
+def keep_layers(model: Any, indices: Sequence[int]) -> Any:
+    """Keep only the decoder blocks `indices` (in that order) with embedding, final norm and head, in place.
 
-    The shortened stack still ends in the trained norm and head, so it starts as a (poor) model of the
-    same vocabulary rather than a random one; a short fine-tune then adapts the layers to the head.
+    Each kept block is renumbered to its new position, since the KV cache files keys and values by
+    `self_attn.layer_idx`. The stack still ends in the trained norm and head, so it starts as a (poor)
+    model of the same vocabulary rather than a random one; a short fine-tune then adapts the blocks.
     """
     import torch
 
-    layers = model.model.layers
-    if not 0 < n_layers <= len(layers):
-        raise ValueError(f"keep_first_layers: {n_layers} not in 1..{len(layers)}")
-    model.model.layers = torch.nn.ModuleList(list(layers)[:n_layers])
-    model.config.num_hidden_layers = n_layers
+    layers = list(model.model.layers)
+    if not indices or any(not 0 <= i < len(layers) for i in indices) or len(set(indices)) != len(indices):
+        raise ValueError(f"keep_layers: {list(indices)} must be distinct indices in 0..{len(layers) - 1}")
+    kept = [layers[i] for i in indices]
+    for new_index, layer in enumerate(kept):
+        layer.self_attn.layer_idx = new_index
+    model.model.layers = torch.nn.ModuleList(kept)
+    model.config.num_hidden_layers = len(kept)
     layer_types = getattr(model.config, "layer_types", None)
     if layer_types is not None:
-        model.config.layer_types = list(layer_types)[:n_layers]
+        model.config.layer_types = [layer_types[i] for i in indices]
     return model
 
 
-L6_LAYERS = 6
-L6_TRAIN = {"block_size": 256, "batch_size": 8, "lr": 5e-4, "min_lr": 5e-5, "warmup_steps": 20,
-            "weight_decay": 0.0, "budget_s": 480.0, "clock": "cpu", "eval_every": 50, "eval_blocks": 8,
+L6_LAYERS = (0, 6, 12, 18, 24, 29)
+"""Every sixth block plus the last. Measured on SmolLM2-135M (held-out NLL after 100 fine-tuning steps):
+this spread reaches 5.43 nats/token where the first six blocks reach 6.04; the last block is kept
+because it is the one that speaks to the head."""
+L6_TRAIN = {"block_size": 128, "batch_size": 8, "lr": 2e-3, "min_lr": 2e-4, "warmup_steps": 10,
+            "weight_decay": 0.0, "budget_s": 600.0, "clock": "cpu", "eval_every": 25, "eval_blocks": 8,
             "seed": 0, "threads": 1}
-"""Fine-tune of the 6-layer cut: 480 CPU-seconds of one thread, fixed seed; embedding/head frozen (shared
-with the 135M, so both keep literally the same token table)."""
+"""Fine-tune of the cut: 600 CPU-seconds of one thread (~165 steps of 8×128 tokens), fixed seed, embedding
+and tied head frozen (so both models keep literally the same token table)."""
 
 
 def _make_smollm2_135m_l6(out_dir: Path, log: Log) -> None:
@@ -218,7 +225,7 @@ def _make_smollm2_135m_l6(out_dir: Path, log: Log) -> None:
 
     gguf = smollm2_gguf(log)
     model, tokenizer, metadata = load_gguf(gguf)
-    keep_first_layers(model, L6_LAYERS)
+    keep_layers(model, L6_LAYERS)
     model.get_input_embeddings().weight.requires_grad_(False)  # tied: freezes the head too
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer_json = _write_tokenizer(tokenizer, Path(scratch))
@@ -236,8 +243,8 @@ def _make_smollm2_135m_l6(out_dir: Path, log: Log) -> None:
                        log=lambda line: log(f"smollm2-135m-l6: {line}"))
         provenance = {
             **_source_provenance(gguf),
-            "derivation": f"first {L6_LAYERS} of 30 decoder layers of SmolLM2-135M-Instruct + its final norm "
-                          "and tied embedding/head (frozen); fine-tuned on the corpus training split",
+            "derivation": f"decoder layers {list(L6_LAYERS)} of the 30 of SmolLM2-135M-Instruct, its final "
+                          "norm and tied embedding/head (frozen); fine-tuned on the corpus training split",
             "heldout_nll_after_cut": round(cut_nll, 4),
             "training_config": config.model_dump(),
             "train_time_s": result.train_time_s, "train_wall_time_s": result.wall_time_s,
@@ -256,8 +263,8 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType({
         _make_smollm2_135m),
     "smollm2-135m-l6": Recipe(
         "smollm2-135m-l6", "slm",
-        "First 6 of the 30 layers of SmolLM2-135M-Instruct, fine-tuned briefly on the Shakespeare/Milton "
-        "training split; same tokenizer as smollm2-135m (a draft/SLM for it)",
+        "6 of the 30 layers of SmolLM2-135M-Instruct (every sixth and the last), fine-tuned briefly on the "
+        "Shakespeare/Milton training split; same tokenizer as smollm2-135m (a draft/SLM for it)",
         _make_smollm2_135m_l6),
 })
 
