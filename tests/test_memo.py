@@ -173,3 +173,18 @@ def test_thread_count_does_not_change_memoised_logits(lm: OnnxCausalLM) -> None:
     ids = np.random.default_rng(9).integers(1, lm.geometry.vocab_size, 30).tolist()
     for n in (1, 2, 17, 30):
         np.testing.assert_array_equal(one.next_logits(ids[:n]), two.next_logits(ids[:n]))
+
+
+def test_generation_stops_at_eos_inclusive(lm: OnnxCausalLM) -> None:
+    import copy
+
+    from netsim.lm.tokenizer import Tokenizer
+
+    prompt = _prompts(lm)[2]
+    free = LanguageModel(lm).generate(prompt, 12, SamplingSpec(), seed=0, stop_at_eos=False)
+    eos = free[3]
+    stopping_lm = copy.copy(lm)
+    stopping_lm.tokenizer = Tokenizer(lm.tokenizer.hf, eos_id=eos, bos_id=None)
+    stopped = LanguageModel(stopping_lm).generate(prompt, 12, SamplingSpec(), seed=0)
+    assert stopped == free[: free.index(eos) + 1]
+    assert LanguageModel(stopping_lm).generate(prompt, 12, SamplingSpec(), seed=0, stop_at_eos=False) == free
