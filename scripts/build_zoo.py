@@ -54,10 +54,10 @@ LICENSE = "Apache-2.0 (weights); training text public domain (Project Gutenberg 
 ZOO: dict[str, tuple[str, str, ModelSpec, tuple[TrainConfig, ...]]] = {
     "shakespeare-slm": (
         "slm",
-        "Small Llama-style LM (~2.4M params) trained on Shakespeare and Milton; the on-device SLM.",
-        ModelSpec(architecture="llama", hidden_size=192, n_layers=4, n_heads=3, n_kv_heads=1, head_dim=64,
-                  intermediate_size=512),
-        (TrainConfig(lr=3e-3, min_lr=3e-4, budget_s=480, seed=1),),
+        "Small Llama-style LM (~1.3M params) trained on Shakespeare and Milton; the on-device SLM.",
+        ModelSpec(architecture="llama", hidden_size=128, n_layers=4, n_heads=2, n_kv_heads=1, head_dim=64,
+                  intermediate_size=384),
+        (TrainConfig(lr=3e-3, min_lr=3e-4, budget_s=300, seed=1),),
     ),
     "shakespeare-llm": (
         "llm",
@@ -65,7 +65,7 @@ ZOO: dict[str, tuple[str, str, ModelSpec, tuple[TrainConfig, ...]]] = {
         ModelSpec(architecture="llama", hidden_size=384, n_layers=6, n_heads=6, n_kv_heads=2, head_dim=64,
                   intermediate_size=1024),
         (TrainConfig(lr=2e-3, min_lr=2e-4, budget_s=1500, seed=2),
-         TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=20, budget_s=1500, seed=12)),
+         TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=20, budget_s=2000, seed=12)),
     ),
     "shakespeare-llm-qwen": (
         "llm",

@@ -130,7 +130,8 @@ def test_rows_and_table(tiny_onnx) -> None:
     rows = evaluate_models([lm], n_passages=3, n_questions=8, seed=0)
     got = {(r["task"], r["metric"]): r for r in rows}
     assert set(got) == {("next_token", "accuracy"), ("next_token", "nll"), ("next_token", "bits_per_char"),
-                        ("multiple_choice", "accuracy"), ("multiple_choice", "accuracy_norm")}
+                        ("multiple_choice", "accuracy"), ("multiple_choice", "accuracy_norm"),
+                        ("multiple_choice", "accuracy_pmi")}
     assert got[("multiple_choice", "accuracy")]["n"] == 8
     # bits/char = (NLL per token · tokens) / ln 2 / characters
     nll, bpc = got[("next_token", "nll")], got[("next_token", "bits_per_char")]

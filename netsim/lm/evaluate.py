@@ -5,7 +5,10 @@
 (b) Four-way multiple-choice continuation: a few lines of a held-out work, then the true next line and
     three distractor lines from elsewhere in the held-out text; the model picks the candidate with the
     highest log-likelihood given the context (also length-normalised per character, as lm-eval-harness's
-    acc_norm does, so long candidates are not penalised). Chance is 25%.
+    acc_norm does, so long candidates are not penalised). Chance is 25%. Small models score a line mostly
+    by how common its words are, whatever the context ("surface form competition", Holtzman et al. 2021),
+    so a third score, `accuracy_pmi`, ranks by log P(line | context) − log P(line | document start): how
+    much the context raises the line's likelihood (their domain-conditional PMI, eq. 3).
 
 Tasks are defined on *text* (deterministic in the seed), and each model tokenizes them with its own
 tokenizer, so models with different vocabularies answer the same questions.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -114,8 +117,11 @@ def score_passage(model: OnnxCausalLM, text: str) -> tuple[float, int, int, int]
 
 def choice_logprobs(model: OnnxCausalLM, question: Question) -> list[tuple[float, int]]:
     """(log P(candidate | context), characters) per choice; the context is prefilled once and each
-    candidate verified on top of its KV cache."""
+    candidate verified on top of its KV cache. An empty context conditions on the start token alone
+    (or, for a model without one, on a newline)."""
     context_ids = _start_ids(model) + model.tokenizer.encode(question.context, add_special_tokens=False)
+    if not context_ids:
+        context_ids = model.tokenizer.encode("\n", add_special_tokens=False)
     context_logits, cache = model.prefill(context_ids)
     first = _log_softmax(context_logits[-1])
     out: list[tuple[float, int]] = []
@@ -147,11 +153,14 @@ def evaluate_models(models: Sequence[OnnxCausalLM], *, n_passages: int = 64, n_q
         for passage in passages:
             p_nll, p_tokens, p_correct, p_chars = score_passage(model, passage)
             nll, tokens, correct, chars = nll + p_nll, tokens + p_tokens, correct + p_correct, chars + p_chars
-        right = right_norm = 0
+        right = right_norm = right_pmi = 0
         for question in questions:
             scores = choice_logprobs(model, question)
+            prior = choice_logprobs(model, replace(question, context=""))
             right += int(np.argmax([s for s, _ in scores]) == question.answer)
             right_norm += int(np.argmax([s / c for s, c in scores]) == question.answer)
+            pmi = [s - p for (s, _), (p, _) in zip(scores, prior, strict=True)]
+            right_pmi += int(np.argmax(pmi) == question.answer)
         n_q = len(questions)
         rows += [
             _row(model.name, "next_token", "accuracy", correct / tokens, tokens),
@@ -159,6 +168,7 @@ def evaluate_models(models: Sequence[OnnxCausalLM], *, n_passages: int = 64, n_q
             _row(model.name, "next_token", "bits_per_char", nll / math.log(2) / chars, chars),
             _row(model.name, "multiple_choice", "accuracy", right / n_q, n_q),
             _row(model.name, "multiple_choice", "accuracy_norm", right_norm / n_q, n_q),
+            _row(model.name, "multiple_choice", "accuracy_pmi", right_pmi / n_q, n_q),
         ]
     return rows
 
@@ -167,7 +177,8 @@ def format_table(rows: Sequence[dict]) -> str:
     """A Markdown table, one row per model, for the CLI and models/README.md."""
     columns = [("next_token", "accuracy", "next-token acc"), ("next_token", "nll", "NLL nats/token"),
                ("next_token", "bits_per_char", "bits/char"), ("multiple_choice", "accuracy", "MC acc"),
-               ("multiple_choice", "accuracy_norm", "MC acc (norm)")]
+               ("multiple_choice", "accuracy_norm", "MC acc (norm)"),
+               ("multiple_choice", "accuracy_pmi", "MC acc (PMI)")]
     values = {(r["model"], r["task"], r["metric"]): r["value"] for r in rows}
     models = list(dict.fromkeys(r["model"] for r in rows))
     lines = ["| model | " + " | ".join(title for *_, title in columns) + " |",
