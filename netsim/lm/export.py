@@ -31,11 +31,8 @@ from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 from netsim.errors import ModelError
 from netsim.lm.geometry import ModelGeometry
 from netsim.lm.manifest import Manifest, sha256_file, write_manifest
-from netsim.lm.onnx_lm import geometry_from_onnx
+from netsim.lm.onnx_lm import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, geometry_from_onnx
 
-MODEL_FILE = "model.onnx"
-TOKENIZER_FILE = "tokenizer.json"
-CONFIG_FILE = "config.json"
 OPSET = 17
 
 ROLES = ("slm", "llm", "any")
