@@ -94,7 +94,8 @@ def test_extra_top_level_field() -> None:
     [
         ("topology.nodes.phone.profile", "nokia-3310", "topology.nodes.phone.profile: unknown"),
         ("topology.nodes.cloud.models", ["gpt-17"], "topology.nodes.cloud.models[0].name: unknown"),
-        ("topology.nodes.phone.models", [{"name": "shakespeare-slm", "charged_as": "qwen3-8b"}],
+        ("topology.nodes.phone", {"role": "device", "profile": "raspberry-pi-5",
+                                  "models": [{"name": "shakespeare-slm", "charged_as": "qwen3-8b"}]},
          "topology.nodes.phone.models: models need "),
         ("topology.links", [{"src": "phone", "dst": "gw", "rate_mbps": 50}],
          "topology.nodes.phone: device has no route to and from the cloud"),
