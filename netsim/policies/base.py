@@ -68,6 +68,18 @@ class RequestContext:
             rec.energy_radio_j += radio_energy_j(device.profile, bits_tx=0, bits_rx=8 * nbytes)
         return delivery
 
+    def answer(self, node: Node, model: HostedModel) -> tuple[list[int], list[int]]:
+        """Prompt ids and the whole answer of `model` on `node` when content does not depend on timing
+        (one model writes every token): generated once, memoised, then played out in simulated time."""
+        wl = self.world.scenario.workload
+        prompt_ids = model.lm.tokenizer.encode(self.request.prompt)
+        output = model.lm.generate(prompt_ids, wl.max_new_tokens, wl.sampling, seed=self.seed)
+        rec = self.record
+        rec.n_prompt_tokens, rec.output_ids = len(prompt_ids), output
+        rec.server, rec.model, rec.charged_as = node.name, model.name, model.charged_as or ""
+        rec.output_text = model.lm.tokenizer.decode(output)
+        return prompt_ids, output
+
     def background(self, steps: ProcessGenerator) -> simpy.Process:
         """Run `steps` concurrently (e.g. a token on its way down while the next is decoded). A transfer
         failure inside is held, not raised into the event loop, and re-raised by `join`."""

@@ -30,11 +30,7 @@ def serve(ctx: RequestContext, params: Params) -> ProcessGenerator:
     server = (ctx.world.nodes[params.server] if params.server
               else ctx.world.nearest(device.name, ("cloud",), params.model))
     model = server.model(params.model)
-    wl = ctx.world.scenario.workload
-    prompt_ids = model.lm.tokenizer.encode(ctx.request.prompt)
-    output = model.lm.generate(prompt_ids, wl.max_new_tokens, wl.sampling, seed=ctx.seed)
-    rec.n_prompt_tokens, rec.output_ids = len(prompt_ids), output
-    rec.server, rec.model, rec.charged_as = server.name, model.name, model.charged_as or ""
+    prompt_ids, output = ctx.answer(server, model)
 
     # 1. The prompt travels as UTF-8 text, as in a chat-completion API call.
     yield from ctx.send(device.name, server.name, text_nbytes(ctx.request.prompt), kind="prompt")
@@ -49,7 +45,6 @@ def serve(ctx: RequestContext, params: Params) -> ProcessGenerator:
         downlinks.append(ctx.background(_stream_token(ctx, server.name)))
     yield from ctx.join(downlinks)
     rec.tokens_llm = len(output)
-    rec.output_text = model.lm.tokenizer.decode(output)
 
 
 def _stream_token(ctx: RequestContext, server: str) -> ProcessGenerator:

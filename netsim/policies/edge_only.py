@@ -26,11 +26,7 @@ class Params(PolicyParams):
 def serve(ctx: RequestContext, params: Params) -> ProcessGenerator:
     device, rec = ctx.device, ctx.record
     model = device.model(params.model)
-    wl = ctx.world.scenario.workload
-    prompt_ids = model.lm.tokenizer.encode(ctx.request.prompt)
-    output = model.lm.generate(prompt_ids, wl.max_new_tokens, wl.sampling, seed=ctx.seed)
-    rec.n_prompt_tokens, rec.output_ids = len(prompt_ids), output
-    rec.server, rec.model, rec.charged_as = device.name, model.name, model.charged_as or ""
+    prompt_ids, output = ctx.answer(device, model)
 
     # 1. Prefill the prompt; its last logits give the first token.
     yield from ctx.prefill(device, model, len(prompt_ids))
@@ -41,7 +37,6 @@ def serve(ctx: RequestContext, params: Params) -> ProcessGenerator:
         yield from ctx.decode(device, model, past_len=len(prompt_ids) + i - 1)
         rec.token_arrived(ctx.env.now)
     rec.tokens_local = len(output)
-    rec.output_text = model.lm.tokenizer.decode(output)
 
 
 def check(params: Params, scenario: Scenario, graph: nx.DiGraph) -> list[str]:
