@@ -54,10 +54,10 @@ LICENSE = "Apache-2.0 (weights); training text public domain (Project Gutenberg 
 ZOO: dict[str, tuple[str, str, ModelSpec, tuple[TrainConfig, ...]]] = {
     "shakespeare-slm": (
         "slm",
-        "Small Llama-style LM (~1.3M params) trained on Shakespeare and Milton; the on-device SLM.",
-        ModelSpec(architecture="llama", hidden_size=128, n_layers=4, n_heads=2, n_kv_heads=1, head_dim=64,
+        "Small Llama-style LM (~0.9M params, 2 layers) trained on Shakespeare and Milton; the on-device SLM.",
+        ModelSpec(architecture="llama", hidden_size=128, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=64,
                   intermediate_size=384),
-        (TrainConfig(lr=3e-3, min_lr=3e-4, budget_s=300, seed=1),),
+        (TrainConfig(lr=3e-3, min_lr=3e-4, budget_s=150, seed=1),),
     ),
     "shakespeare-llm": (
         "llm",

@@ -148,10 +148,13 @@ BUNDLED = PROJECT_ROOT / "models"
                     reason="bundled models not built (python scripts/build_zoo.py)")
 def test_bundled_llm_beats_slm_on_both_tasks() -> None:
     models = [OnnxCausalLM.load(BUNDLED / n, threads=2) for n in ("shakespeare-slm", "shakespeare-llm")]
-    rows = evaluate_models(models, n_passages=24, n_questions=200, seed=0)
+    rows = evaluate_models(models, n_passages=32, n_questions=400, seed=0)
     value = {(r["model"], r["task"], r["metric"]): r["value"] for r in rows}
     slm, llm = "shakespeare-slm", "shakespeare-llm"
-    assert value[(llm, "next_token", "nll")] < value[(slm, "next_token", "nll")] - 0.1
-    assert value[(llm, "next_token", "accuracy")] > value[(slm, "next_token", "accuracy")]
-    assert value[(llm, "multiple_choice", "accuracy")] > value[(slm, "multiple_choice", "accuracy")] + 0.05
-    assert value[(slm, "multiple_choice", "accuracy")] > 0.25  # both beat chance
+    assert value[(llm, "next_token", "nll")] < value[(slm, "next_token", "nll")] - 0.2
+    assert value[(llm, "next_token", "accuracy")] > value[(slm, "next_token", "accuracy")] + 0.01
+    # Multiple choice: the PMI score is the one far from chance for models this small (evaluate.py).
+    pmi = "multiple_choice", "accuracy_pmi"
+    assert value[(llm, *pmi)] > value[(slm, *pmi)] + 0.04
+    assert value[(llm, "multiple_choice", "accuracy")] > value[(slm, "multiple_choice", "accuracy")]
+    assert value[(slm, "multiple_choice", "accuracy_pmi")] > 0.35  # both well above chance (25%)
