@@ -181,7 +181,7 @@ def eval_command(
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads")] = 1,
 ) -> None:
     """Held-out evaluation tasks with ground truth: next-token accuracy and NLL, and multiple choice."""
-    from netsim.lm.evaluate import evaluate_models
+    from netsim.lm.evaluate import TABLE_COLUMNS, evaluate_models
 
     store = ModelStore()
     try:
@@ -192,9 +192,7 @@ def eval_command(
         rows = evaluate_models(models, n_passages=passages, n_questions=questions, seed=seed)
     except InputError as exc:
         raise _fail(exc) from exc
-    columns = [("next_token", "accuracy", "next-token acc"), ("next_token", "nll", "NLL nats/token"),
-               ("next_token", "bits_per_char", "bits/char"), ("multiple_choice", "accuracy", "MC acc"),
-               ("multiple_choice", "accuracy_norm", "MC acc (len-norm)")]
+    columns = TABLE_COLUMNS
     values = {(r["model"], r["task"], r["metric"]): r for r in rows}
     table = Table(title=f"held-out evaluation (seed {seed})")
     table.add_column("model")

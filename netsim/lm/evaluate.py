@@ -173,12 +173,18 @@ def evaluate_models(models: Sequence[OnnxCausalLM], *, n_passages: int = 64, n_q
     return rows
 
 
+TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("next_token", "accuracy", "next-token acc"), ("next_token", "nll", "NLL nats/token"),
+    ("next_token", "bits_per_char", "bits/char"), ("multiple_choice", "accuracy", "MC acc"),
+    ("multiple_choice", "accuracy_norm", "MC acc (norm)"),
+    ("multiple_choice", "accuracy_pmi", "MC acc (PMI)"),
+)
+"""(task, metric, column title) of the evaluation table, shared by the CLI and models/README.md."""
+
+
 def format_table(rows: Sequence[dict]) -> str:
     """A Markdown table, one row per model, for the CLI and models/README.md."""
-    columns = [("next_token", "accuracy", "next-token acc"), ("next_token", "nll", "NLL nats/token"),
-               ("next_token", "bits_per_char", "bits/char"), ("multiple_choice", "accuracy", "MC acc"),
-               ("multiple_choice", "accuracy_norm", "MC acc (norm)"),
-               ("multiple_choice", "accuracy_pmi", "MC acc (PMI)")]
+    columns = TABLE_COLUMNS
     values = {(r["model"], r["task"], r["metric"]): r["value"] for r in rows}
     models = list(dict.fromkeys(r["model"] for r in rows))
     lines = ["| model | " + " | ".join(title for *_, title in columns) + " |",
