@@ -8,6 +8,10 @@ on demand go to a cache outside git: `$NETSIM_CACHE_DIR`, else `~/.cache/netsim`
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -29,3 +33,22 @@ def models_dirs() -> list[Path]:
     """Model search path: bundled models first, then models built into the cache."""
     extra = [Path(p) for p in os.environ.get("NETSIM_MODELS_PATH", "").split(os.pathsep) if p]
     return [*extra, PROJECT_ROOT / "models", cache_dir() / "models"]
+
+
+@contextmanager
+def staged_dir(target: Path) -> Iterator[Path]:
+    """Write a directory in a temporary sibling and put it in place only when the block succeeds.
+
+    Run directories, built and imported models all promise "nothing half-written": a failure or an
+    interrupt leaves `target` as it was (or absent) and no staging directory behind.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        staging.chmod(0o755)  # mkdtemp makes it private; results and the model store are shared
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,14 +1,12 @@
 """What a run leaves behind: polars frames in memory, and a run directory on disk.
 
-The directory is written into a temporary sibling and renamed into place, so a failed or interrupted
-write never leaves a half-written run behind (contract in DESIGN.md).
+The directory is staged (netsim.paths.staged_dir), so a failed or interrupted write never leaves a
+half-written run behind (contract in DESIGN.md).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from netsim.paths import staged_dir
 from netsim.scenario import Scenario, dump_scenario
 
 
@@ -29,20 +28,12 @@ class Results:
 
     def write(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with staged_dir(out) as tmp:
             self.requests.write_parquet(tmp / "requests.parquet")
             self.requests.drop("output_text").write_csv(tmp / "requests.csv")
             self.events.write_parquet(tmp / "events.parquet")
             (tmp / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
             provenance = yaml.safe_dump({"provenance": self.provenance}, sort_keys=False)
             (tmp / "scenario.resolved.yaml").write_text(dump_scenario(self.scenario) + provenance)
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out
 

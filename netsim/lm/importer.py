@@ -26,7 +26,7 @@ import yaml
 from netsim.errors import ModelError
 from netsim.lm.manifest import Manifest, sha256_file, write_manifest
 from netsim.lm.onnx_lm import CONFIG_FILE, MODEL_FILE, OTHER_MODEL_FILES, TOKENIZER_FILE, OnnxCausalLM
-from netsim.paths import cache_dir
+from netsim.paths import cache_dir, staged_dir
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _HF_WEIGHTS = ("*.safetensors", "pytorch_model*.bin")
@@ -50,16 +50,8 @@ def import_model(path: Path, name: str | None = None, out_root: Path | None = No
     target = out_root / name
     if target.exists() and not force:
         raise ModelError(f"{target}: a model named {name!r} exists; remove it or pass --force")
-    out_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_root))
-    try:
+    with staged_dir(target) as staging:
         convert(path, staging, name)
-        staging.chmod(0o755)  # mkdtemp makes it private; the store is shared like any cache
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
