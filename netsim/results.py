@@ -29,7 +29,9 @@ class Results:
     def write(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)
         with staged_dir(out) as tmp:
-            self.requests.write_parquet(tmp / "requests.parquet")
+            keep_text = self.scenario.outputs.output_text
+            requests = self.requests if keep_text else self.requests.drop("output_text")
+            requests.write_parquet(tmp / "requests.parquet")
             self.requests.drop("output_text").write_csv(tmp / "requests.csv")
             self.events.write_parquet(tmp / "events.parquet")
             (tmp / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")

@@ -109,6 +109,13 @@ class WorkloadSpec(_Strict):
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
 
 
+class OutputsSpec(_Strict):
+    """Where and what a run writes; `netsim run -o DIR` overrides `dir`."""
+
+    dir: Path | None = Field(None, description="run directory (default: runs/<name> under the working dir)")
+    output_text: bool = Field(True, description="keep each answer's text in requests.parquet")
+
+
 class Scenario(_Strict):
     name: str = Field(description="short name used in result files")
     description: str = ""
@@ -116,6 +123,7 @@ class Scenario(_Strict):
     topology: TopologySpec
     workload: WorkloadSpec
     policy: PolicySpec
+    outputs: OutputsSpec = Field(default_factory=OutputsSpec)
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:

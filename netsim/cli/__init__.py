@@ -32,7 +32,8 @@ def _mount_subapps() -> None:
 @app.command()
 def run(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="run directory (default runs/NAME)")] = None,
+    out: Annotated[Path | None,
+                   typer.Option("-o", "--out", help="run dir (default: outputs.dir or runs/NAME)")] = None,
     seed: Annotated[int | None, typer.Option(help="override the scenario seed")] = None,
     set_: Annotated[list[str] | None,
                     typer.Option("--set", help="override a field: dotted.path=value")] = None,
@@ -45,7 +46,7 @@ def run(
 
     sc = load_scenario(scenario, overrides)
     results = run_with_progress(sc, Console(stderr=True))
-    out_dir = results.write(out or Path("runs") / sc.name)
+    out_dir = results.write(out or sc.outputs.dir or Path("runs") / sc.name)
     Console().print(results_paragraph(results.summary, out_dir))
 
 
