@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from runtime_models import train_tokenizer
 from transformers import (
     DynamicCache,
     LlamaConfig,
@@ -94,14 +94,7 @@ def netsim_greedy(lm: OnnxCausalLM, prompt: list[int], n_new: int) -> tuple[list
 
 @pytest.fixture(scope="module")
 def tokenizer_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(["now is the winter of our discontent"] * 8, trainer)
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    tokenizer.save(str(path))
-    return path
+    return train_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json")
 
 
 def tiny(arch: str) -> PreTrainedModel:
