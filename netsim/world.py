@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import networkx as nx
 import numpy as np
 import simpy
 
@@ -147,12 +146,7 @@ def check_scenario(scenario: Scenario, store: ModelStore | None = None) -> None:
             if problem:
                 problems.append(f"{where}.models: {problem}")
     graph = build_graph(topo.nodes, topo.links, topo.cells)
-    clouds = [n for n, s in topo.nodes.items() if s.role == "cloud"]
-    for device in scenario.request_devices:
-        if clouds and not any(nx.has_path(graph, device, c) and nx.has_path(graph, c, device)
-                              for c in clouds):
-            problems.append(f"topology.nodes.{device}: device has no route to and from the cloud "
-                            f"({', '.join(clouds)})")
+    # Reachability is the policy's rule (device_only needs none; cloud_only needs a cloud): see policies.
     if not problems:
         problems += policy_checks(scenario, graph)
     if problems:

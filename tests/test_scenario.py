@@ -98,7 +98,9 @@ def test_extra_top_level_field() -> None:
                                   "models": [{"name": "shakespeare-slm", "charged_as": "qwen3-8b"}]},
          "topology.nodes.phone.models: models need "),
         ("topology.links", [{"src": "phone", "dst": "gw", "rate_mbps": 50}],
-         "topology.nodes.phone: device has no route to and from the cloud"),
+         "topology.nodes.phone: no route to and from a cloud_only server (cloud)"),
+        ("policy", {"name": "edge_only"}, "policy.name: edge_only needs an edge node hosting a model; "
+         "the device's own model is `device_only`"),
     ],
 )
 def test_data_problems_name_the_yaml_path(path: str, value: Any, expected: str) -> None:
@@ -106,14 +108,21 @@ def test_data_problems_name_the_yaml_path(path: str, value: Any, expected: str) 
     assert any(p.startswith(expected) for p in problems), problems
 
 
+def test_reachability_is_the_policys_rule() -> None:
+    """A device that cannot reach the cloud is fine for device_only, which never leaves the device."""
+    raw = edited("topology.links", [{"src": "phone", "dst": "gw", "rate_mbps": 50}])
+    raw["policy"] = {"name": "device_only"}
+    check_scenario(parse_scenario(raw))
+
+
 def test_extends_and_overrides(tmp_path: Path) -> None:
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
     (tmp_path / "child.yaml").write_text(yaml.safe_dump(
         {"extends": "base.yaml", "name": "child", "workload": {"n_requests": 7}}))
-    sc = load_scenario(tmp_path / "child.yaml", ["topology.links[1].rate_mbps=25", "policy.name=edge_only"])
+    sc = load_scenario(tmp_path / "child.yaml", ["topology.links[1].rate_mbps=25", "policy.name=device_only"])
     assert (sc.name, sc.workload.n_requests, sc.workload.max_new_tokens) == ("child", 7, 4)
     assert sc.topology.links[1].rate_mbps == 25.0
-    assert sc.policy.name == "edge_only"
+    assert sc.policy.name == "device_only"
 
 
 def test_extends_cycle_is_reported(tmp_path: Path) -> None:

@@ -60,8 +60,8 @@ def one_hop_s(payload: int) -> float:
     return (payload + packets * HEADER) * 8 / (RATE_MBPS * 1e6) + DELAY_MS * 1e-3
 
 
-def test_edge_only_latency_is_the_sum_of_roofline_calls(store: ModelStore) -> None:
-    sc = scenario(policy={"name": "edge_only"})
+def test_device_only_latency_is_the_sum_of_roofline_calls(store: ModelStore) -> None:
+    sc = scenario(policy={"name": "device_only"})
     row = run(sc, store).requests.row(0, named=True)
     phone, geom = load_profile("oneplus-12"), store.load("shakespeare-slm").geometry
     n_prompt, n_out = row["n_prompt_tokens"], row["n_output_tokens"]
@@ -93,6 +93,34 @@ def test_cloud_only_ttft_and_streaming_match_closed_forms(store: ModelStore) -> 
     phone = load_profile("oneplus-12")
     radio = phone.radio_tx_j_per_bit * 8 * row["bytes_up"] + phone.radio_rx_j_per_bit * 8 * row["bytes_down"]
     assert row["energy_device_j"] == pytest.approx(radio, rel=1e-9)
+
+
+def test_edge_only_serves_from_the_nearest_edge(store: ModelStore) -> None:
+    """Two edge servers, 2 ms and 9 ms away: edge_only picks the nearer one and its e2e is the same
+    closed form as cloud_only's, with the edge's profile and card."""
+    raw = copy.deepcopy(RAW)
+    card_ref = {"name": "shakespeare-slm", "charged_as": "qwen3-4b"}
+    raw["topology"]["nodes"].update({
+        "near": {"role": "edge", "profile": "nvidia-l4", "models": [card_ref]},
+        "far": {"role": "edge", "profile": "nvidia-a10", "models": [card_ref]},
+    })
+    raw["topology"]["links"] += [
+        {"src": "phone", "dst": "far", "rate_mbps": RATE_MBPS, "delay_ms": 9.0, "mtu_bytes": MTU,
+         "header_bytes": HEADER},
+        {"src": "phone", "dst": "near", "rate_mbps": RATE_MBPS, "delay_ms": DELAY_MS, "mtu_bytes": MTU,
+         "header_bytes": HEADER},
+    ]
+    raw["policy"] = {"name": "edge_only"}
+    sc = parse_scenario(raw)
+    row = run(sc, store).requests.row(0, named=True)
+    l4, card = load_profile("nvidia-l4"), store.card("qwen3-4b")
+    prompt = make_requests(sc, rng_for(sc.seed, STREAM_WORKLOAD))[0].prompt
+    n_prompt, n_out = row["n_prompt_tokens"], row["n_output_tokens"]
+    prefill = call_time_s(l4, prefill_cost(card, n_prompt))
+    decodes = [call_time_s(l4, decode_cost(card, n_prompt + i - 1)) for i in range(1, n_out)]
+    up, down = one_hop_s(text_nbytes(prompt)), one_hop_s(tokens_nbytes(1))
+    assert row["server"] == "near" and row["charged_as"] == "qwen3-4b"
+    assert row["e2e_s"] == pytest.approx(up + prefill + sum(decodes) + down, rel=1e-9)
 
 
 def test_bytes_and_tokens_are_conserved(store: ModelStore) -> None:

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
-from netsim.policies import cloud_only, edge_only
+from netsim.policies import cloud_only, device_only, edge_only
 
 if TYPE_CHECKING:
     import networkx as nx
 
     from netsim.scenario import Scenario
 
-_MODULES: tuple[ModuleType, ...] = (cloud_only, edge_only)
+_MODULES: tuple[ModuleType, ...] = (cloud_only, device_only, edge_only)
 
 POLICIES: MappingProxyType[str, ModuleType] = MappingProxyType(
     {m.Params.model_fields["name"].annotation.__args__[0]: m for m in _MODULES}
@@ -28,7 +28,7 @@ POLICIES: MappingProxyType[str, ModuleType] = MappingProxyType(
 POLICY_NAMES = tuple(POLICIES)
 
 PolicySpec = Annotated[
-    cloud_only.Params | edge_only.Params,
+    cloud_only.Params | device_only.Params | edge_only.Params,
     Field(discriminator="name", description="which policy serves the requests, and its parameters"),
 ]
 

@@ -1,7 +1,8 @@
-"""edge_only — the requesting device's own SLM answers everything; nothing crosses the network.
+"""edge_only — the nearest edge server answers the whole request; tokens stream back one by one.
 
-The reference point at one end of every comparison: the lowest bytes (zero) and the device's own
-compute speed and energy, with the SLM's quality.
+Between device_only and cloud_only: an edge GPU a few milliseconds away instead of a cloud region tens
+of milliseconds away, usually with a smaller model and fewer slots than the cloud. The server is the
+reachable edge node hosting the model with the least propagation delay from the requesting device.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from netsim.policies.base import PolicyParams, ProcessGenerator, RequestContext
+from netsim.policies.remote import check_servers, serve_from
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -20,30 +22,15 @@ if TYPE_CHECKING:
 
 class Params(PolicyParams):
     name: Literal["edge_only"]
-    model: str | None = Field(None, description="model on the device to use (default: its first)")
+    server: str | None = Field(None, description="serving node (default: nearest edge node with a model)")
+    model: str | None = Field(None, description="model on the server (default: its first)")
 
 
 def serve(ctx: RequestContext, params: Params) -> ProcessGenerator:
-    device, rec = ctx.device, ctx.record
-    model = device.model(params.model)
-    prompt_ids, output = ctx.answer(device, model)
-
-    # 1. Prefill the prompt; its last logits give the first token.
-    yield from ctx.prefill(device, model, len(prompt_ids))
-    if output:
-        rec.token_arrived(ctx.env.now)
-    # 2. Each further token costs one decode call over the growing context.
-    for i in range(1, len(output)):
-        yield from ctx.decode(device, model, past_len=len(prompt_ids) + i - 1)
-        rec.token_arrived(ctx.env.now)
-    rec.tokens_local = len(output)
+    server = (ctx.world.nodes[params.server] if params.server
+              else ctx.world.nearest(ctx.device.name, ("edge",), params.model))
+    yield from serve_from(ctx, server, server.model(params.model))
 
 
 def check(params: Params, scenario: Scenario, graph: nx.DiGraph) -> list[str]:
-    """Every requesting device must host the model."""
-    problems = []
-    for d in scenario.request_devices:
-        hosted = [m.name for m in scenario.topology.nodes[d].models]
-        if not (params.model in hosted if params.model else hosted):
-            problems.append(f"topology.nodes.{d}.models: edge_only needs {params.model or 'a model'} here")
-    return problems
+    return check_servers("edge_only", "edge", params.server, params.model, scenario, graph)
