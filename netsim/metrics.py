@@ -135,6 +135,8 @@ def summarize(requests: pl.DataFrame) -> dict[str, Any]:
         "bytes_per_output_token": per_token(float(ok["bytes_total"].sum())),
         "llm_transmission_rate": per_token(float(n_llm)),
         "energy_device_j": float(ok["energy_device_j"].sum()),
+        "energy_compute_j": float(ok["energy_compute_j"].sum()),
+        "energy_radio_j": float(ok["energy_radio_j"].sum()),
         "energy_per_token_j": per_token(float(ok["energy_device_j"].sum())),
         "tokens_local": int(ok["tokens_local"].sum()),
         "tokens_llm": int(ok["tokens_llm"].sum()),

