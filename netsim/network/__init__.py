@@ -1,9 +1,40 @@
-"""Network engine: topology graph, routes, shared media (wired links, wireless cells), transports."""
+"""Network engine: topology graph, routes, shared media (wired links, wireless cells), transports.
 
-from netsim.network.delivery import Delivery, TransferFailed
-from netsim.network.network import Network, build_network
-from netsim.network.spec import CellSpec, LinkSpec, MemberSpec, OutageSpec, TransportSpec
-from netsim.network.topology import build_graph
+The names below load on first use (PEP 562), so the scenario schema can import `netsim.network.spec`
+without pulling in the engine.
+"""
 
-__all__ = ["CellSpec", "Delivery", "LinkSpec", "MemberSpec", "Network", "OutageSpec", "TransferFailed",
-           "TransportSpec", "build_graph", "build_network"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from netsim.network.delivery import Delivery, TransferFailed
+    from netsim.network.network import Network, build_network
+    from netsim.network.spec import CellSpec, LinkSpec, MemberSpec, OutageSpec, TransportSpec
+    from netsim.network.topology import build_graph
+
+_PUBLIC = {
+    "Delivery": "delivery", "TransferFailed": "delivery", "Network": "network", "build_network": "network",
+    "CellSpec": "spec", "LinkSpec": "spec", "MemberSpec": "spec", "OutageSpec": "spec",
+    "TransportSpec": "spec", "build_graph": "topology",
+}
+__all__ = [
+    "CellSpec",
+    "Delivery",
+    "LinkSpec",
+    "MemberSpec",
+    "Network",
+    "OutageSpec",
+    "TransferFailed",
+    "TransportSpec",
+    "build_graph",
+    "build_network",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f"netsim.network.{_PUBLIC[name]}"), name)
+    raise AttributeError(f"module 'netsim.network' has no attribute {name!r}")

@@ -1,16 +1,21 @@
-"""What a message transfer ends with: a `Delivery`, or a `TransferFailed` carrying the reason."""
+"""What a message transfer ends with: a `Delivery`, or a `TransferFailed` carrying the reason.
+
+A transfer whose sending process is interrupted ends with neither: the `simpy.Interrupt` propagates
+with its cause after the bytes on the wire are counted as abandoned (see network.py).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     """A message that arrived: when, over which hops, and what it cost on the wire.
 
     `bytes_on_wire` sums every hop's packets — payload, one header per packet and retransmitted
     packets — so it is what radios and links actually carried; `nbytes` is the payload alone.
+    An immutable tuple rather than a frozen dataclass: one is built per message, and a frozen
+    dataclass's `__init__` (one `object.__setattr__` per field) cost 1.5 µs of a ~6 µs transfer.
     """
 
     src: str

@@ -2,9 +2,11 @@
 
 A message of S payload bytes crosses a hop as n = max(1, ⌈S / MSS⌉) packets, MSS = MTU − header, so
 it puts S + n·header bytes on the wire. With loss probability p each packet is retransmitted until it
-gets through (attempts ~ Geometric(1 − p), drawn per packet in one numpy call per message-hop); a packet
-lost `max_retx + 1` times makes the hop fail. Counters are in bytes on the wire (headers and
-retransmissions included): sent = received + lost holds exactly for every link.
+gets through (attempts ~ Geometric(1 − p), drawn per packet in one numpy call per message-hop, from the
+stream the network keys by (link, request, message, hop)); a packet lost `max_retx + 1` times makes the
+hop fail. Counters are in bytes on the wire (headers and retransmissions included):
+sent = received + lost + abandoned holds exactly for every link, where abandoned counts what left the
+sender of a message-hop whose sender gave up (an interrupted transfer).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netsim.network.channel import Channel
+from netsim.network.channel import Channel, stable_hash
 from netsim.network.medium import Medium
 
 
@@ -53,8 +55,9 @@ class WirePlan:
 class Link:
     """A directed hop `src -> dst` over a (possibly shared) medium."""
 
-    __slots__ = ("bytes_lost", "bytes_received", "bytes_sent", "channel", "delay_s", "dst", "header_bytes",
-                 "loss", "medium", "messages", "mss_bytes", "mtu_bytes", "peak_bps", "src")
+    __slots__ = ("abandoned", "bytes_abandoned", "bytes_lost", "bytes_received", "bytes_sent", "channel",
+                 "delay_s", "dst", "header_bytes", "loss", "medium", "messages", "mss_bytes", "mtu_bytes",
+                 "peak_bps", "src", "stream_key")
 
     def __init__(self, src: str, dst: str, medium: Medium, peak_bps: float, delay_s: float, loss: float,
                  mtu_bytes: int, header_bytes: int, channel: Channel | None = None) -> None:
@@ -72,7 +75,13 @@ class Link:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.bytes_lost = 0
+        self.bytes_abandoned = 0
         self.messages = 0
+        """Message-hops that ended on this link, delivered or failed."""
+        self.abandoned = 0
+        """Message-hops whose sender gave up on this link (their bytes are in `bytes_abandoned`)."""
+        self.stream_key = stable_hash(self.name)
+        """Identity of this hop in the loss streams (the same in every run and process)."""
 
     @property
     def name(self) -> str:
@@ -83,14 +92,16 @@ class Link:
         n_packets = max(1, -(-nbytes // self.mss_bytes))
         return nbytes + n_packets * self.header_bytes
 
-    def plan(self, nbytes: int, rng: np.random.Generator, max_retx: int) -> WirePlan:
-        """Draw this message's losses on this hop and lay out its transmissions."""
+    def plan(self, nbytes: int, rng: np.random.Generator | None, max_retx: int) -> WirePlan:
+        """Draw this message's losses on this hop and lay out its transmissions; `rng` is the stream of
+        this message-hop alone, needed only when the link is lossy."""
         mss, mtu = self.mss_bytes, self.mtu_bytes
         n_packets = max(1, -(-nbytes // mss))
         last = nbytes - (n_packets - 1) * mss + self.header_bytes
         wire = (n_packets - 1) * mtu + last
         if self.loss == 0.0:
             return WirePlan(n_packets, mtu, last, wire, wire, 0, 0, False)
+        assert rng is not None, f"{self!r} is lossy: its plan needs the message's loss stream"
         # failures before the first success of each packet: Geometric(1 − p) − 1
         failures = rng.geometric(1.0 - self.loss, size=n_packets) - 1
         sizes = np.full(n_packets, mtu, dtype=np.int64)
@@ -118,11 +129,18 @@ class Link:
 
     def account(self, sent_nbytes: int, received_nbytes: int, lost_nbytes: int) -> None:
         """Add one message-hop to the counters (each counted from its own source, so the tests can
-        check sent = received + lost rather than have it hold by construction)."""
+        check sent = received + lost + abandoned rather than have it hold by construction)."""
         self.bytes_sent += sent_nbytes
         self.bytes_received += received_nbytes
         self.bytes_lost += lost_nbytes
         self.messages += 1
+
+    def abandon(self, sent_nbytes: int) -> None:
+        """Count a message-hop the sender gave up on: what left the sender was sent, and is abandoned
+        (neither received as a message nor lost to the channel)."""
+        self.bytes_sent += sent_nbytes
+        self.bytes_abandoned += sent_nbytes
+        self.abandoned += 1
 
     def __repr__(self) -> str:
         peak_bps = self.channel.last_rate_bps if self.channel is not None else self.peak_bps

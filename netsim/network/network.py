@@ -8,7 +8,18 @@ starts once the whole message has arrived. With the `tcp` transport the first ho
 connection's window (tcp.py) after a handshake round trip when the connection is not open. The
 transfer ends in a `Delivery` or raises `TransferFailed` with a reason (outage longer than the timeout,
 a packet out of retries, a device out of coverage). One Recorder event per message-hop, plus events for
-retransmissions, outage waits, handshakes and failures.
+retransmissions, outage waits, handshakes, failures and abandons.
+
+Cancellation: when the sending process is interrupted (`process.interrupt(cause)`: a deadline passed, a
+timeout fired, a peer gave up), the message leaves its medium at once — the others speed up from that
+instant, a FIFO queue drops it — the bytes it had put on the wire are counted as `bytes_abandoned` on that
+hop, an `abandon` event is recorded, and the `simpy.Interrupt` propagates unchanged to the caller. We
+re-raise SimPy's own exception rather than a netsim one: the interrupter chose the cause and the caller
+already has to handle `Interrupt` around any other yield (SimPy used as-is, not wrapped).
+
+Random draws are common random numbers: a message's losses come from the stream keyed by (link,
+request id, the request's message number, hop index) — see channel.KeyedStreams — so they do not depend on
+other traffic, and a message with `request_id=None` is numbered among such messages only.
 """
 
 from __future__ import annotations
@@ -24,12 +35,19 @@ import numpy as np
 import simpy
 
 from netsim.errors import InputError
-from netsim.network.channel import Channel, cell_channels
+from netsim.network.channel import MASK64, Channel, KeyedStreams, cell_channels
 from netsim.network.delivery import Delivery, TransferFailed
 from netsim.network.link import Link, WirePlan
-from netsim.network.medium import Medium, outage_schedule
+from netsim.network.medium import SHARING, Flow, Medium, outage_schedule
 from netsim.network.spec import CellSpec, LinkSpec, TransportSpec
-from netsim.network.tcp import Connection, Window, window_rounds
+from netsim.network.tcp import (
+    Connection,
+    Window,
+    WindowSender,
+    bdp_segments,
+    is_last_round,
+    round_segments,
+)
 from netsim.network.topology import build_graph, cell_medium_name, shortest_route
 from netsim.recorder import Recorder
 
@@ -53,22 +71,29 @@ class Path:
     """the unordered node pair a TCP connection is keyed by"""
     rwnd_segments: int
     """receive-buffer cap on the window, in first-hop segments"""
+    bdp_segments: int
+    """first-hop packets that fill its rate × the path RTT"""
+    window_cap_segments: float
+    """largest congestion window: max(IW, BDP) — beyond the BDP more window changes nothing"""
 
 
 class Network:
     """Links, media and routes of one simulation; all state lives here (no globals)."""
 
     def __init__(self, env: simpy.Environment, graph: nx.DiGraph, links: dict[tuple[str, str], Link],
-                 media: dict[str, Medium], transport: TransportSpec, loss_rng: np.random.Generator,
+                 media: dict[str, Medium], transport: TransportSpec, loss_streams: KeyedStreams,
                  recorder: Recorder) -> None:
         self.env = env
         self.graph = graph
         self.links = links
-        """Directed hop (src, dst) → Link, with bytes_sent/bytes_received/bytes_lost counters."""
+        """Directed hop (src, dst) → Link, with bytes_sent/received/lost/abandoned counters."""
         self.media = media
         self.transport = transport
         self.recorder = recorder
-        self._loss_rng = loss_rng
+        self._loss_streams = loss_streams
+        self._messages: dict[int | None, int] = {}
+        """Messages carried so far per request id (a send to the node itself is none): the message
+        number that keys a message's loss draws."""
         self._tcp = transport.kind == "tcp"
         self._max_retx = transport.max_retx
         self._paths: dict[tuple[str, str], Path] = {}
@@ -83,15 +108,19 @@ class Network:
         if path is None:
             nodes = tuple(shortest_route(self.graph, src, dst))
             hops = tuple(self.links[pair] for pair in pairwise(nodes))
+            rtt_s = sum(2.0 * link.delay_s + _serialization_s(link.mtu_bytes + link.header_bytes, link)
+                        for link in hops)
+            bdp = bdp_segments(hops[0], rtt_s) if hops and rtt_s < math.inf else 1
             path = self._paths[key] = Path(
                 nodes, hops,
                 delay_s=sum(link.delay_s for link in hops),
-                rtt_s=sum(2.0 * link.delay_s + _serialization_s(link.mtu_bytes + link.header_bytes, link)
-                          for link in hops),
+                rtt_s=rtt_s,
                 handshake_s=sum(2.0 * link.delay_s + _serialization_s(2 * link.header_bytes, link)
                                 for link in hops),
                 connection=(src, dst) if src < dst else (dst, src),
-                rwnd_segments=max(1, self.transport.rcv_buffer_bytes // hops[0].mss_bytes) if hops else 1)
+                rwnd_segments=max(1, self.transport.rcv_buffer_bytes // hops[0].mss_bytes) if hops else 1,
+                bdp_segments=bdp,
+                window_cap_segments=float(max(self.transport.init_cwnd_segments, bdp)))
         return path
 
     def route(self, src: str, dst: str) -> list[str]:
@@ -112,68 +141,130 @@ class Network:
 
     def send(self, src: str, dst: str, nbytes: int, *, request_id: int | None = None, kind: str = "data"
              ) -> Generator[simpy.Event, Any, Delivery]:
-        """Carry `nbytes` of payload from src to dst; returns a Delivery or raises TransferFailed."""
+        """Carry `nbytes` of payload from src to dst; returns a Delivery or raises TransferFailed.
+
+        If the calling process is interrupted meanwhile, the message is abandoned where it is (see the
+        module docstring) and the `simpy.Interrupt` is re-raised.
+        """
         env = self.env
         t_start_s = env.now
         if src == dst:
             return Delivery(src, dst, nbytes, t_start_s, t_start_s, (src,), (), 0)
         path = self.path(src, dst)
         hops = path.hops
+        message = self._messages.get(request_id, 0)
+        self._messages[request_id] = message + 1
         record = self.recorder.event
         hop_nbytes: list[int] = []
         retransmissions = 0
         wait_s = 0.0
         handshake_s = 0.0
         first = 0
-        if self._tcp:
-            # 1. open the connection (handshake round trip unless kept open), 2. window rounds on hop 1
-            link = hops[0]
-            if link.peak_bps <= 0.0:
-                self._check_coverage(link, src, dst, nbytes, request_id, kind)
-            window = self._open_window(src, path, t_start_s)
-            if window is None:
-                window, handshake_s = yield from self._open(src, dst, path, request_id)
-            t_hop_s = env.now
-            plan = link.plan(nbytes, self._loss_rng, self._max_retx)
-            fail_reason, sent_nbytes, outage_wait_s = yield from window_rounds(
-                env, link, plan, window, path.rtt_s, self.transport.init_cwnd_segments, path.rwnd_segments)
-            t_now_s = window.last_active_s = env.now
-            if fail_reason is not None or outage_wait_s > 0.0 or plan.retransmissions or plan.failed:
-                wait_s += self._settle(link, plan, fail_reason, sent_nbytes, outage_wait_s, src, dst, nbytes,
-                                       request_id, kind, t_hop_s)
-                retransmissions += plan.retransmissions
-            else:
-                link.account(plan.sent_nbytes, plan.received_nbytes, 0)
-            hop_nbytes.append(plan.sent_nbytes)
-            record(t_now_s, link.name, "tx", request_id, nbytes, t_now_s - t_hop_s, kind)
-            first = 1
-        for link in hops[first:] if first else hops:
-            # store-and-forward: the whole message is on this hop's medium, then propagates
-            t_hop_s = env.now
-            if link.peak_bps <= 0.0:
-                self._check_coverage(link, src, dst, nbytes, request_id, kind)
-            if link.loss > 0.0:
-                plan = link.plan(nbytes, self._loss_rng, self._max_retx)
-                sent = plan.sent_nbytes
-                flow = link.medium.transmit(link, sent * 8, 0.0 if plan.failed else link.delay_s)
-                yield flow
-                wait_s += self._settle(link, plan, flow.fail_reason, flow.nbytes_sent, flow.outage_wait_s,
-                                       src, dst, nbytes, request_id, kind, t_hop_s)
-                retransmissions += plan.retransmissions
-            else:
-                sent = nbytes + max(1, -(-nbytes // link.mss_bytes)) * link.header_bytes
-                flow = link.medium.transmit(link, sent * 8, link.delay_s)
-                yield flow
-                if flow.fail_reason is not None or flow.outage_wait_s > 0.0:
-                    wait_s += self._settle(link, None, flow.fail_reason, flow.nbytes_sent, flow.outage_wait_s,
-                                           src, dst, nbytes, request_id, kind, t_hop_s, sent)
+        link = hops[0]
+        t_hop_s = t_start_s
+        flow: Flow | None = None
+        sender: WindowSender | None = None
+        window: Window | None = None
+        try:
+            if self._tcp:
+                # 1. open the connection (handshake round trip unless kept open), 2. window rounds on hop 1
+                if link.peak_bps <= 0.0:
+                    self._check_coverage(link, src, dst, nbytes, request_id, kind)
+                window = self._open_window(src, path, t_start_s)
+                if window is None:
+                    window, handshake_s = yield from self._open(src, dst, path, request_id)
+                t_hop_s = env.now
+                n_packets = max(1, -(-nbytes // link.mss_bytes))
+                if link.loss == 0.0 and is_last_round(round_segments(window, path.rwnd_segments), n_packets,
+                                                      path.bdp_segments, False):
+                    # one round carries the whole message: one flow, as with `ideal`, then the window
+                    sent = nbytes + n_packets * link.header_bytes
+                    flow = link.medium.transmit(link, sent * 8, link.delay_s)
+                    yield flow
+                    t_now_s = window.last_active_s = env.now
+                    if flow.fail_reason is not None or flow.outage_wait_s > 0.0:
+                        wait_s += self._settle(link, None, flow.fail_reason, flow.nbytes_sent,
+                                               flow.outage_wait_s, src, dst, nbytes, request_id, kind,
+                                               t_hop_s, sent)
+                    else:
+                        link.account(sent, sent, 0)
+                    window.after_round(n_packets, 0, path.window_cap_segments)
                 else:
-                    link.account(sent, sent, 0)
-            hop_nbytes.append(sent)
-            t_now_s = env.now
-            record(t_now_s, link.name, "tx", request_id, nbytes, t_now_s - t_hop_s, kind)
+                    rng = self._loss_stream(link, request_id, message, 0) if link.loss > 0.0 else None
+                    plan = link.plan(nbytes, rng, self._max_retx)
+                    sender = WindowSender(link, plan, window, path.rtt_s, path.bdp_segments,
+                                          self.transport.init_cwnd_segments, path.rwnd_segments)
+                    fail_reason, sent_nbytes, outage_wait_s = yield from sender.run(env)
+                    sender = None
+                    t_now_s = window.last_active_s = env.now
+                    if fail_reason is not None or outage_wait_s > 0.0 or plan.retransmissions or plan.failed:
+                        wait_s += self._settle(link, plan, fail_reason, sent_nbytes, outage_wait_s, src, dst,
+                                               nbytes, request_id, kind, t_hop_s)
+                        retransmissions += plan.retransmissions
+                    else:
+                        link.account(plan.sent_nbytes, plan.received_nbytes, 0)
+                    sent = plan.sent_nbytes
+                hop_nbytes.append(sent)
+                record(t_now_s, link.name, "tx", request_id, nbytes, t_now_s - t_hop_s, kind)
+                first = 1
+            for hop in range(first, len(hops)):
+                # store-and-forward: the whole message is on this hop's medium, then propagates
+                link = hops[hop]
+                t_hop_s = env.now
+                if link.peak_bps <= 0.0:
+                    self._check_coverage(link, src, dst, nbytes, request_id, kind)
+                if link.loss > 0.0:
+                    rng = self._loss_stream(link, request_id, message, hop)
+                    plan = link.plan(nbytes, rng, self._max_retx)
+                    sent = plan.sent_nbytes
+                    flow = link.medium.transmit(link, sent * 8, 0.0 if plan.failed else link.delay_s)
+                    yield flow
+                    wait_s += self._settle(link, plan, flow.fail_reason, flow.nbytes_sent, flow.outage_wait_s,
+                                           src, dst, nbytes, request_id, kind, t_hop_s)
+                    retransmissions += plan.retransmissions
+                else:
+                    sent = nbytes + max(1, -(-nbytes // link.mss_bytes)) * link.header_bytes
+                    flow = link.medium.transmit(link, sent * 8, link.delay_s)
+                    yield flow
+                    if flow.fail_reason is not None or flow.outage_wait_s > 0.0:
+                        wait_s += self._settle(link, None, flow.fail_reason, flow.nbytes_sent,
+                                               flow.outage_wait_s, src, dst, nbytes, request_id, kind,
+                                               t_hop_s, sent)
+                    else:
+                        link.account(sent, sent, 0)
+                hop_nbytes.append(sent)
+                t_now_s = env.now
+                record(t_now_s, link.name, "tx", request_id, nbytes, t_now_s - t_hop_s, kind)
+        except simpy.Interrupt:
+            self._abandon(link, flow, sender, request_id, kind, t_hop_s)
+            if window is not None and not first:  # gave up on the first hop: the connection was in use
+                window.last_active_s = env.now
+            raise
         return Delivery(src, dst, nbytes, t_start_s, env.now, path.nodes, tuple(hop_nbytes), retransmissions,
                         handshake_s, wait_s)
+
+    def _loss_stream(self, link: Link, request_id: int | None, message: int, hop: int) -> np.random.Generator:
+        """The generator of this message-hop's loss draws: keyed by (link, request, message, hop), never by
+        how many draws other messages made (request ids are tagged odd so that None, 0, has its own
+        numbering)."""
+        request_key = 0 if request_id is None else ((request_id << 1) | 1) & MASK64
+        return self._loss_streams.at(link.stream_key, request_key, (message << 16) | hop)
+
+    def _abandon(self, link: Link, flow: Flow | None, sender: WindowSender | None, request_id: int | None,
+                 kind: str, t_hop_s: float) -> None:
+        """The sender gave up during this hop: free the medium, count what had left as abandoned."""
+        now = self.env.now
+        if sender is not None:  # TCP rounds on the first hop
+            if sender.flow is not None:
+                link.medium.cancel(sender.flow)
+            abandoned = sender.nbytes_sent()
+        elif flow is not None:  # on the medium, or propagating (then every byte had left)
+            link.medium.cancel(flow)
+            abandoned = flow.nbytes_sent
+        else:  # waiting for the TCP handshake: nothing on the wire yet
+            abandoned = 0
+        link.abandon(abandoned)
+        self.recorder.event(now, link.name, "abandon", request_id, abandoned, now - t_hop_s, kind)
 
     def _settle(self, link: Link, plan: WirePlan | None, fail_reason: str | None, partial_nbytes: int,
                 outage_wait_s: float, src: str, dst: str, nbytes: int, request_id: int | None, kind: str,
@@ -262,28 +353,33 @@ def _serialization_s(nbytes: int, link: Link) -> float:
 def build_network(env: simpy.Environment, nodes: Iterable[str], links: Sequence[LinkSpec],
                   cells: Sequence[CellSpec], transport: TransportSpec, rng: np.random.Generator,
                   recorder: Recorder) -> Network:
-    """Build media, links and outage processes for one run; `rng` is the network's own stream."""
+    """Build media, links and outage processes for one run; `rng` is the network's own stream.
+
+    Three 128-bit keys are drawn from `rng`, in this order, for the fading, shadowing and loss streams
+    (channel.KeyedStreams); every later draw is addressed by identity, not taken in sequence.
+    """
     graph = build_graph(nodes, links, cells)
-    loss_rng = rng.spawn(1)[0]
+    fading, shadowing, loss = (KeyedStreams(key) for key in rng.integers(0, 2**64, size=(3, 2),
+                                                                          dtype=np.uint64))
     timeout_s = transport.outage_timeout_s
     media: dict[str, Medium] = {}
     out: dict[tuple[str, str], Link] = {}
     for spec in links:
         ends = [(spec.src, spec.dst), (spec.dst, spec.src)] if spec.duplex else [(spec.src, spec.dst)]
         for src, dst in ends:
-            medium = media[f"{src}->{dst}"] = Medium(env, f"{src}->{dst}", spec.discipline, timeout_s)
+            medium = media[f"{src}->{dst}"] = SHARING[spec.discipline](env, f"{src}->{dst}", timeout_s)
             out[(src, dst)] = Link(src, dst, medium, spec.rate_mbps * 1e6, spec.delay_ms * 1e-3, spec.loss,
                                    spec.mtu_bytes, spec.header_bytes)
             if spec.outages:
                 env.process(outage_schedule(env, medium, [(o.start_s, o.end_s) for o in spec.outages]))
     for cell in cells:
-        channels = cell_channels(cell, rng)
-        varying = cell.fading != "none"
+        channels = cell_channels(cell, fading, shadowing)
+        coherence_s = cell.coherence_ms * 1e-3 if cell.fading != "none" else None
         for direction in ("up", "down"):
             name = cell_medium_name(cell, direction)
             medium = media.get(name)
             if medium is None:  # a `shared` cell uses one medium for both directions
-                medium = media[name] = Medium(env, name, cell.discipline, timeout_s, varying=varying)
+                medium = media[name] = SHARING[cell.discipline](env, name, timeout_s, coherence_s)
                 if cell.outages:
                     env.process(outage_schedule(env, medium, [(o.start_s, o.end_s) for o in cell.outages]))
             for member in cell.members:
@@ -295,4 +391,4 @@ def build_network(env: simpy.Environment, nodes: Iterable[str], links: Sequence[
                                        cell.mtu_bytes, cell.header_bytes, channel)
     if set(out) != set(graph.edges):
         raise InputError("network links do not match the topology graph")  # guards build_graph drift
-    return Network(env, graph, out, media, transport, loss_rng, recorder)
+    return Network(env, graph, out, media, transport, loss, recorder)

@@ -12,6 +12,8 @@ and cwnd never grows past max(IW, BDP) of the first hop — beyond the bandwidth
 burst outlasts the RTT, the pipe is full and more window changes nothing. Once the window fills the pipe
 and no loss lies ahead, the rest of the message goes as one burst (no per-round events). An idle
 connection restarts from min(cwnd, IW) after one RTO (RFC 5681 §4.1, Linux slow-start-after-idle).
+A sender that gives up part-way (its process interrupted) has sent the rounds already out plus the part
+of the current one; `WindowSender` keeps both so the network can count them as abandoned.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import simpy
 
 from netsim.network.link import Link, WirePlan
+from netsim.network.medium import Flow
 
 
 @dataclass(slots=True)
@@ -62,39 +65,73 @@ def bdp_segments(link: Link, rtt_s: float) -> int:
     return max(1, math.ceil(link.peak_bps * rtt_s / (8.0 * link.mtu_bytes)))
 
 
-def window_rounds(env: simpy.Environment, link: Link, plan: WirePlan, window: Window, rtt_s: float,
-                  init_segments: int, rwnd_segments: int
-                  ) -> Generator[simpy.Event, Any, tuple[str | None, int, float]]:
-    """Send `plan`'s transmissions over `link` in congestion-window rounds (see module docstring).
+def round_segments(window: Window, rwnd_segments: int) -> int:
+    """Segments the sender may put out in the next round: min(cwnd, rwnd), at least one."""
+    return min(int(window.cwnd_segments), rwnd_segments) or 1
 
-    Returns (failure reason or None, bytes that left the sender, time held by outages).
-    """
-    bdp = bdp_segments(link, rtt_s)
-    cap = float(max(init_segments, bdp))
-    slot, n_slots = 0, plan.n_slots
-    lossy = plan.slot_lost is not None
-    wait_s = 0.0
-    while True:
-        w = min(int(window.cwnd_segments), rwnd_segments) or 1
-        end = slot + w
-        if end >= n_slots or (w >= bdp and not (lossy and plan.losses_between(slot, n_slots))):
-            # the message fits in this window, or the window fills the pipe with no loss ahead:
-            # the rest streams at the full share and this is the last round
-            end = n_slots
-        t_round_s = env.now
-        last = end == n_slots  # the last round waits for its bits to reach the far end
-        flow = link.medium.transmit(link, plan.nbytes_between(slot, end) * 8,
-                                    link.delay_s if last and not plan.failed else 0.0)
-        yield flow
-        if flow.outage_wait_s:
-            wait_s += flow.outage_wait_s
-        if flow.fail_reason is not None:
-            return flow.fail_reason, plan.nbytes_between(0, slot) + flow.nbytes_sent, wait_s
-        lost = plan.losses_between(slot, end) if lossy else 0
-        window.after_round(end - slot - lost, lost, cap)
-        if last:
-            return None, plan.sent_nbytes, wait_s
-        slot = end
-        ack_wait_s = t_round_s + rtt_s - env.now
-        if ack_wait_s > 0.0:
-            yield env.timeout(ack_wait_s)
+
+def is_last_round(w_segments: int, remaining_segments: int, bdp: int, loss_ahead: bool) -> bool:
+    """The rest goes in this round: it fits in the window, or the window fills the pipe (≥ BDP) and no
+    loss lies ahead, so the rest streams at the full share with no more window changes."""
+    return remaining_segments <= w_segments or (w_segments >= bdp and not loss_ahead)
+
+
+class WindowSender:
+    """Sends one message's transmissions (`plan`) over the first hop in congestion-window rounds (see
+    the module docstring), keeping what a sender that gives up must account: the slots of the rounds
+    already through and the flow of the round in progress."""
+
+    __slots__ = ("bdp_segments", "flow", "init_segments", "link", "plan", "rtt_s", "rwnd_segments", "slot",
+                 "window")
+
+    def __init__(self, link: Link, plan: WirePlan, window: Window, rtt_s: float, bdp_segments: int,
+                 init_segments: int, rwnd_segments: int) -> None:
+        self.link = link
+        self.plan = plan
+        self.window = window
+        self.rtt_s = rtt_s
+        self.bdp_segments = bdp_segments
+        self.init_segments = init_segments
+        self.rwnd_segments = rwnd_segments
+        self.slot = 0
+        """First slot of the round in progress (slots before it are through)."""
+        self.flow: Flow | None = None
+        """The round on the medium, None between rounds."""
+
+    def run(self, env: simpy.Environment) -> Generator[simpy.Event, Any, tuple[str | None, int, float]]:
+        """Send every round; returns (failure reason or None, bytes that left the sender, time held by
+        outages)."""
+        link, plan, window = self.link, self.plan, self.window
+        bdp = self.bdp_segments
+        cap = float(max(self.init_segments, bdp))
+        slot, n_slots = 0, plan.n_slots
+        lossy = plan.slot_lost is not None
+        wait_s = 0.0
+        while True:
+            w = round_segments(window, self.rwnd_segments)
+            end = slot + w
+            if is_last_round(w, n_slots - slot, bdp, lossy and plan.losses_between(slot, n_slots) > 0):
+                end = n_slots
+            t_round_s = env.now
+            last = end == n_slots  # the last round waits for its bits to reach the far end
+            flow = self.flow = link.medium.transmit(link, plan.nbytes_between(slot, end) * 8,
+                                                    link.delay_s if last and not plan.failed else 0.0)
+            yield flow
+            if flow.outage_wait_s:
+                wait_s += flow.outage_wait_s
+            if flow.fail_reason is not None:
+                return flow.fail_reason, plan.nbytes_between(0, slot) + flow.nbytes_sent, wait_s
+            lost = plan.losses_between(slot, end) if lossy else 0
+            window.after_round(end - slot - lost, lost, cap)
+            if last:
+                return None, plan.sent_nbytes, wait_s
+            self.slot = slot = end
+            self.flow = None
+            ack_wait_s = t_round_s + self.rtt_s - env.now
+            if ack_wait_s > 0.0:
+                yield env.timeout(ack_wait_s)
+
+    def nbytes_sent(self) -> int:
+        """Bytes that left the sender so far (take the round in progress off its medium first)."""
+        done = self.plan.nbytes_between(0, self.slot)
+        return done + self.flow.nbytes_sent if self.flow is not None else done

@@ -165,3 +165,12 @@ def shannon_rate_bps(bandwidth_hz: float, snr_db: float, fraction: float, min_sn
         return 0.0
     efficiency = fraction * math.log2(1.0 + 10.0 ** (snr_db / 10.0))
     return bandwidth_hz * min(efficiency, max_spectral_efficiency_bps_hz)
+
+
+def shannon_rates_bps(bandwidth_hz: float, snr_db: np.ndarray, fraction: float, min_snr_db: float,
+                      max_spectral_efficiency_bps_hz: float) -> np.ndarray:
+    """`shannon_rate_bps` over an array of SNRs (one per fading block), so a chunk of blocks costs one
+    numpy pass rather than a Python call each."""
+    efficiency = fraction * np.log2(1.0 + 10.0 ** (snr_db / 10.0))
+    capped = np.minimum(efficiency, max_spectral_efficiency_bps_hz)
+    return np.where(snr_db < min_snr_db, 0.0, bandwidth_hz * capped)
