@@ -11,6 +11,7 @@ B sequences in the batch, k_kv = KV bytes per token (2·L·kv_heads·d·b).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,9 @@ class Cost:
     """Work of one forward call: `flops` arithmetic, `bytes_moved` DRAM traffic, in `dtype`.
 
     `n_tokens` new tokens per sequence and `batch` sequences are kept for records and reports; the
-    time model uses only flops, bytes_moved and dtype.
+    time model uses only flops, bytes_moved and dtype. `weight_bytes` is the part of `bytes_moved` that
+    is the model's weights: a batching server (`batched_cost`) streams it once for all the sequences of
+    a step, so it must be known apart from the per-sequence bytes. 0 means nothing is shared.
     """
 
     flops: float
@@ -33,13 +36,14 @@ class Cost:
     dtype: str
     n_tokens: int
     batch: int
+    weight_bytes: float = 0.0
 
     def __add__(self, other: Cost) -> Cost:
         """Two pieces of work fused into one call (e.g. a fuser after a model) share one overhead."""
         if self.dtype != other.dtype:
             raise ValueError(f"cannot fuse calls of different dtypes: {self!r} + {other!r}")
         return Cost(self.flops + other.flops, self.bytes_moved + other.bytes_moved, self.dtype,
-                    self.n_tokens, max(self.batch, other.batch))
+                    self.n_tokens, max(self.batch, other.batch), self.weight_bytes + other.weight_bytes)
 
 
 def attention_context_sum(n_tokens: int, past_len: int) -> int:
@@ -78,14 +82,15 @@ def forward_cost(geom: ModelGeometry, n_tokens: int, past_len: int, batch: int, 
         + 2.0 * p_head * n_logits
         + 4.0 * geom.n_layers * geom.n_heads * geom.head_dim * attention_context_sum(n_tokens, past_len)
     )
+    weight_bytes = (p_body + p_head) * b
     bytes_moved = (
-        (p_body + p_head) * b
+        weight_bytes
         + batch * n_tokens * geom.hidden_size * b
         + batch * past_len * kv_per_token
         + batch * n_tokens * kv_per_token
     )
     return Cost(flops=batch * flops_per_seq, bytes_moved=float(bytes_moved), dtype=geom.dtype,
-                n_tokens=n_tokens, batch=batch)
+                n_tokens=n_tokens, batch=batch, weight_bytes=float(weight_bytes))
 
 
 def prefill_cost(geom: ModelGeometry, n_tokens: int, past_len: int = 0, batch: int = 1) -> Cost:
@@ -100,14 +105,42 @@ def decode_cost(geom: ModelGeometry, past_len: int, n_tokens: int = 1, batch: in
     return forward_cost(geom, n_tokens, past_len, batch, n_logits=n_tokens)
 
 
+def batched_cost(costs: Sequence[Cost]) -> Cost:
+    """One forward call serving the sequences of several calls of one model at once, as an
+    iteration-level batching server runs them (Orca's selective batching, Yu et al., OSDI 2022; vLLM,
+    Kwon et al., SOSP 2023): the weights are streamed once for the whole step, while every sequence
+    keeps its own FLOPs and its own embedding/KV bytes — in particular each attends over its own KV
+    cache of its own past_len, so a step's KV read is the sum over its sequences.
+
+        flops = Σ_i flops_i          bytes = W + Σ_i (bytes_i − W)          W = weight_bytes
+
+    For B copies of `decode_cost(geom, p)` this is `decode_cost(geom, p, batch=B)`.
+    """
+    if not costs:
+        raise ValueError("batched_cost needs at least one call")
+    first = costs[0]
+    for cost in costs[1:]:
+        if (cost.dtype, cost.weight_bytes) != (first.dtype, first.weight_bytes):
+            raise ValueError(f"only calls of one model share a step: {first!r} and {cost!r}")
+    own_bytes = sum(cost.bytes_moved - cost.weight_bytes for cost in costs)
+    return Cost(flops=sum(cost.flops for cost in costs), bytes_moved=first.weight_bytes + own_bytes,
+                dtype=first.dtype, n_tokens=max(cost.n_tokens for cost in costs),
+                batch=sum(cost.batch for cost in costs), weight_bytes=first.weight_bytes)
+
+
+def roofline_s(profile: DeviceProfile, cost: Cost) -> tuple[float, float]:
+    """The two sides of the roofline, (compute_s, memory_s); the larger binds the call."""
+    compute_s = cost.flops / (profile.peak_flops_for(cost.dtype) * profile.eta_compute)
+    memory_s = cost.bytes_moved / (profile.mem_bw_bytes_per_s * profile.eta_memory)
+    return compute_s, memory_s
+
+
 def call_time_s(profile: DeviceProfile, cost: Cost) -> float:
     """Roofline with a fixed per-call cost (Williams et al., CACM 2009; DESIGN.md "Hardware"):
 
         t = overhead + max( flops / (peak[dtype] · η_c),  bytes_moved / (bw · η_m) )
     """
-    compute_s = cost.flops / (profile.peak_flops_for(cost.dtype) * profile.eta_compute)
-    memory_s = cost.bytes_moved / (profile.mem_bw_bytes_per_s * profile.eta_memory)
-    return profile.overhead_per_call_s + max(compute_s, memory_s)
+    return profile.overhead_per_call_s + max(roofline_s(profile, cost))
 
 
 def decode_tokens_per_s(profile: DeviceProfile, geom: ModelGeometry, past_len: int) -> float:

@@ -7,16 +7,18 @@ the YAML ("68GB/s", "8GiB", "121TFLOPS", "15W", "283nJ/bit") and parsed once her
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from netsim.errors import InputError
+from netsim.inputfile import load_yaml, show_loc, show_path
 from netsim.lm.geometry import Dtype, ModelGeometry
-from netsim.paths import profiles_dir
+from netsim.paths import is_file_reference, profiles_dir
 from netsim.units import ByteRate, Bytes, FlopRate, JoulesPerBit, Seconds, Watts
 
 DeviceKind = Literal["phone", "sbc", "embedded_gpu", "laptop", "desktop_gpu", "datacenter_gpu",
@@ -45,23 +47,39 @@ _NUMERIC_FIELDS = ("memory_bytes", "memory_reserved_bytes", "mem_bw_bytes_per_s"
 class DeviceProfile(BaseModel):
     """Hardware numbers of one device kind, each with its source (see docs/hardware.md)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Every number finite, and inside a range that spans real devices from a microcontroller-class board
+    # to a rack-scale accelerator: a profile beyond it is a typo (a unit slip of 10³ or more), and an
+    # infinite peak or bandwidth would make a model call take zero simulated time.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     description: str
     kind: DeviceKind
     runtime: str = Field(description="inference runtime the efficiency factors were calibrated for")
-    memory_bytes: Bytes = Field(gt=0, description="physical memory holding weights and KV cache")
-    memory_reserved_bytes: Bytes = Field(0.0, ge=0, description="taken by OS/runtime, not usable")
-    mem_bw_bytes_per_s: ByteRate = Field(gt=0, description="peak DRAM/HBM bandwidth")
-    peak_flops: dict[Dtype, FlopRate] = Field(description="dense peak FLOP/s (or OP/s) per dtype")
+    memory_bytes: Bytes = Field(
+        ge=2**20, le=2**50,
+        description="physical memory holding weights and KV cache, bytes: 1 MiB to 1 PiB (e.g. 8GiB)")
+    memory_reserved_bytes: Bytes = Field(
+        0.0, ge=0, le=2**50, description="taken by OS/runtime, not usable, bytes: 0 to 1 PiB")
+    mem_bw_bytes_per_s: ByteRate = Field(
+        ge=1e6, le=1e14,
+        description="peak DRAM/HBM bandwidth, bytes/s: 1 MB/s to 100 TB/s (H100 SXM: 3.35 TB/s)")
+    peak_flops: dict[Dtype, Annotated[FlopRate, Field(ge=1e6, le=1e18)]] = Field(
+        description="dense peak FLOP/s (or OP/s) per dtype: 1 MFLOPS to 1 EFLOPS (H100 fp16: 989 TFLOPS)")
     eta_compute: float = Field(gt=0, le=1, description="achieved fraction of peak FLOP/s")
     eta_memory: float = Field(gt=0, le=1, description="achieved fraction of peak bandwidth")
-    overhead_per_call_s: Seconds = Field(ge=0, description="fixed cost of one forward call")
-    power_idle_w: Watts = Field(ge=0)
-    power_active_w: Watts = Field(gt=0)
-    radio_tx_j_per_bit: JoulesPerBit | None = Field(None, ge=0, description="None for wired servers")
-    radio_rx_j_per_bit: JoulesPerBit | None = Field(None, ge=0, description="None for wired servers")
+    overhead_per_call_s: Seconds = Field(
+        ge=0, le=60, description="fixed cost of one forward call, seconds: 0 to 60 (measured: 2–21 ms)")
+    power_idle_w: Watts = Field(ge=0, le=1e5, description="idle power, watts: 0 to 100 kW")
+    power_active_w: Watts = Field(
+        gt=0, le=1e5, description="power under load, watts: above 0 to 100 kW (a rack; H100 SXM: 700 W)")
+    radio_tx_j_per_bit: JoulesPerBit | None = Field(
+        None, ge=0, le=1e-2,
+        description="radio energy per bit sent, J/bit: 0 to 10 mJ/bit (LoRa SF12: ~0.4 mJ/bit); None for "
+                    "wired servers")
+    radio_rx_j_per_bit: JoulesPerBit | None = Field(
+        None, ge=0, le=1e-2, description="radio energy per bit received, J/bit: 0 to 10 mJ/bit; None for "
+                                         "wired servers")
     sources: dict[str, str]
 
     @model_validator(mode="after")
@@ -132,25 +150,32 @@ def memory_needed_bytes(geometries: Sequence[ModelGeometry], kv_tokens: int = 0)
 
 
 def _one_line(err: ValidationError) -> str:
+    """pydantic's errors on one line; keys not spelled like field names are hidden (`show_loc`),
+    because a file that is no profile at all (`profile: /etc/shadow`) would have its lines printed as
+    unknown fields."""
     parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
+    for e in err.errors(include_url=False, include_input=False):
+        loc = show_loc(e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
+    return "; ".join(dict.fromkeys(parts))
 
 
 def _read(path: Path) -> DeviceProfile:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: cannot read device profile: {str(exc).splitlines()[0]}") from exc
+        data = load_yaml(path, "device profile")
+    except InputError as exc:
+        raise InputError(f"cannot read {exc}") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path}: a device profile must be a YAML mapping")
+        raise InputError(f"{show_path(path)}: a device profile must be a YAML mapping")
     try:
         return DeviceProfile.model_validate(data)
     except ValidationError as exc:
         raise InputError(f"{path}: {_one_line(exc)}") from exc
+
+
+_PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+"""A bundled profile's name: the `name` field's pattern, bounded so it stays a usable file name."""
 
 
 def _known_names(directory: Path) -> list[str]:
@@ -158,13 +183,20 @@ def _known_names(directory: Path) -> list[str]:
 
 
 def load_profile(name_or_path: str, search_dir: Path | None = None) -> DeviceProfile:
-    """A bundled profile by name (device_profiles/<name>.yaml) or a user's profile file by path."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
-        if not candidate.is_file():
-            raise InputError(f"device profile file {name_or_path} does not exist")
+    """A bundled profile by name (device_profiles/<name>.yaml) or a user's profile file by path.
+
+    Only the spelling tells the two apart (`is_file_reference`), so a bare name means the bundled
+    profile in every working directory. A file given by path may carry any `name:`: the path finds it.
+    """
+    if is_file_reference(name_or_path):
+        candidate = Path(name_or_path)
+        if not os.path.lexists(candidate):  # False also for a name too long to exist
+            raise InputError(f"device profile file {show_path(name_or_path)} does not exist")
         return _read(candidate)
     directory = search_dir if search_dir is not None else profiles_dir()
+    if not _PROFILE_NAME.fullmatch(name_or_path):  # before it reaches the file system as a file name
+        known = ", ".join(_known_names(directory)) or "none"
+        raise InputError(f"unknown device profile '{show_path(name_or_path, 60)}' (known: {known})")
     path = directory / f"{name_or_path}.yaml"
     if not path.is_file():
         known = ", ".join(_known_names(directory)) or "none"
