@@ -19,7 +19,7 @@ from netsim.lm.geometry import ModelGeometry
 from netsim.lm.manifest import MANIFEST_FILE, read_manifest
 from netsim.lm.onnx_lm import OnnxCausalLM, geometry_from_onnx
 from netsim.lm.zoo import VERIFY_MAX_ABS_LOGIT_DIFF, ModelStore, verify_model
-from netsim.paths import PROJECT_ROOT, cache_dir
+from netsim.paths import bundled_models_dir, cache_dir
 
 app = typer.Typer(help="Language models: bundled, built or imported into the cache; cost cards.",
                   no_args_is_help=True)
@@ -37,7 +37,7 @@ def _fail(exc: InputError) -> typer.Exit:
 
 
 def _where(path: Path) -> str:
-    if path.parent == PROJECT_ROOT / "models":
+    if path.parent == bundled_models_dir():
         return "bundled"
     return "cache" if path.parent == cache_dir() / "models" else str(path.parent)
 
@@ -185,7 +185,7 @@ def eval_command(
 
     store = ModelStore()
     try:
-        chosen = names or [n for n in store.names() if store.path(n).parent == PROJECT_ROOT / "models"]
+        chosen = names or [n for n in store.names() if store.path(n).parent == bundled_models_dir()]
         if not chosen:
             raise ModelError("no models to evaluate: name some, or build the bundled zoo first")
         models = [OnnxCausalLM.load(store.path(n), threads=threads, name=n) for n in chosen]

@@ -3,23 +3,23 @@
 A node may produce its tokens with a small bundled model while its weights, KV cache and FLOPs are
 charged as, say, Qwen3-0.6B (`charged_as: qwen3-0.6b` in a scenario). A card is only numbers —
 `models/cards/<name>.yaml` holds `{name, source, geometry}` — and every number comes from the public
-model's config.json; `source` says which. Reports name the card whenever one is in use.
+model's config.json; `source` says which. Reports name the card whenever one is in use. A user bills a
+model the zoo has no card for by giving `charged_as` the path of their own card file instead of a name.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from netsim.errors import ModelError
+from netsim.errors import InputError, ModelError
+from netsim.inputfile import load_yaml, show_loc, show_path
 from netsim.lm.geometry import ModelGeometry
-from netsim.paths import PROJECT_ROOT
+from netsim.paths import cards_dir, is_file_reference
 
-
-def cards_dir() -> Path:
-    return PROJECT_ROOT / "models" / "cards"
+__all__ = ["Card", "cards_dir", "list_cards", "load_card", "read_card"]
 
 
 class Card(BaseModel):
@@ -32,6 +32,10 @@ class Card(BaseModel):
     geometry: ModelGeometry
 
 
+_CARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A bundled card's name (a file stem in cards_dir()); anything else cannot name one."""
+
+
 def list_cards(directory: Path | None = None) -> list[str]:
     """Card names, sorted."""
     directory = directory or cards_dir()
@@ -39,24 +43,38 @@ def list_cards(directory: Path | None = None) -> list[str]:
 
 
 def read_card(name: str, directory: Path | None = None) -> Card:
-    """The card `name`; an unknown name or a malformed file is a one-line ModelError."""
+    """The bundled card `name`, or the card file `name` names (see `is_file_reference`).
+
+    A bundled card must carry its file's name, since the name is how scenarios find it; a card given
+    by path is found by its path, so its `name:` is free. Every failure is a one-line ModelError that
+    says "cost card", which the scenario check relies on to blame `charged_as` rather than the model.
+    """
+    if is_file_reference(name):
+        return _read(Path(name))
     directory = directory or cards_dir()
     path = directory / f"{name}.yaml"
-    if not path.is_file():
+    if not (_CARD_NAME.fullmatch(name) and path.is_file()):  # a 10,000-character name never reaches stat()
         known = ", ".join(list_cards(directory)) or "none"
-        raise ModelError(f"unknown cost card {name!r} (known: {known})")
-    try:
-        card = Card.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except yaml.YAMLError as exc:
-        raise ModelError(f"{path}: not valid YAML") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ModelError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+        raise ModelError(f"unknown cost card {show_path(name, 60)!r} (known: {known})")
+    card = _read(path)
     if card.name != name:
-        raise ModelError(f"{path}: card says name {card.name!r}, file is named {name!r}")
+        raise ModelError(f"cost card {show_path(path)}: card says name {card.name!r}, file is named {name!r}")
     return card
 
 
+def _read(path: Path) -> Card:
+    try:
+        data = load_yaml(path, "cost card")  # a missing file, a FIFO, bad YAML: one line naming the file
+    except InputError as exc:
+        raise ModelError(str(exc)) from None
+    try:
+        return Card.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ModelError(f"cost card {show_path(path)}: {show_loc(first['loc']) or 'card'}: "
+                         f"{first['msg']}") from None
+
+
 def load_card(name: str, directory: Path | None = None) -> ModelGeometry:
-    """Geometry of the card `name` (what `charged_as: NAME` charges)."""
+    """Geometry of the card `name` (what `charged_as: NAME` charges); a name or a card file's path."""
     return read_card(name, directory).geometry

@@ -68,7 +68,7 @@ class ModelStore:
         return self._loaded[name]
 
     def card(self, name: str) -> ModelGeometry:
-        """Geometry of the cost card `name` (models/cards/NAME.yaml)."""
+        """Geometry of the cost card `name`: a bundled card (models/cards/NAME.yaml) or a card file's path."""
         return load_card(name)
 
     def _index(self) -> dict[str, Path]:
