@@ -1,15 +1,24 @@
 """Requests: which device asks what, and when. Everything here is drawn before the simulation starts,
-from the scenario seed alone, so the same scenario and seed always issue the same requests."""
+from the scenario seed alone, so the same scenario and seed always issue the same requests.
+
+A prompt file or an arrival trace is read by `read_prompts` / `read_trace` both when a run makes its
+requests and when `netsim validate` checks the scenario (`check_workload_files`), so validation refuses
+exactly what a run would, file by file and line by line.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from netsim.errors import InputError
+from netsim.inputfile import PROMPTS_MAX_BYTES, TRACE_MAX_BYTES, read_text, show_key, show_path
 from netsim.scenario import AllAtOnce, CorpusPrompts, FilePrompts, Poisson, Scenario, Trace
 
 
@@ -34,6 +43,104 @@ def make_requests(scenario: Scenario, rng: np.random.Generator) -> list[Request]
     ]
 
 
+def check_workload_files(scenario: Scenario) -> list[str]:
+    """One line per problem with the scenario's prompt file or trace, found by reading them as a run
+    would; empty when the workload names no file or the files are fine."""
+    wl = scenario.workload
+    problems: list[str] = []
+    if isinstance(wl.prompts, FilePrompts):
+        try:
+            read_prompts(wl.prompts.path)
+        except InputError as exc:
+            problems.append(str(exc))
+    if isinstance(wl.arrival, Trace):
+        try:
+            read_trace(wl.arrival.path, wl.n_requests, scenario.request_devices)
+        except InputError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def read_prompts(path: Path) -> list[str]:
+    """One prompt per non-empty line (stripped) of a UTF-8 text file of at most PROMPTS_MAX_BYTES."""
+    try:
+        text = read_text(path, "prompt file", PROMPTS_MAX_BYTES)
+    except InputError as exc:
+        raise InputError(f"workload.prompts.path: {exc}") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise InputError(f"workload.prompts.path: prompt file {show_path(path)}: holds no prompt "
+                         "(one prompt per non-empty line)")
+    return prompts
+
+
+def read_trace(path: Path, n: int, devices: Sequence[str]) -> tuple[list[float], list[str | None]]:
+    """Arrival times and named devices (None: round-robin) of the first `n` rows of a trace CSV.
+
+    The header names a `t_s` column and optionally `device`; rows after the first `n` are not read.
+    Every time must be a finite number >= 0, and times must not decrease: an out-of-order row is far
+    more often a pasted or merged file than an intent, and sorting it quietly would also reorder which
+    prompt goes with which request. A trace shorter than `n` rows is an error rather than a shorter run.
+    Messages name the file and line, and print parsed numbers, never the raw text of a row.
+    """
+    where = f"workload.arrival.path: trace {show_path(path)}"
+    try:
+        text = read_text(path, "trace", TRACE_MAX_BYTES)
+    except InputError as exc:
+        raise InputError(f"workload.arrival.path: {exc}") from None
+    rows = csv.reader(io.StringIO(text, newline=""))
+    times: list[float] = []
+    named: list[str | None] = []
+    try:
+        header = [name.strip() for name in next(rows, [])]
+        if "t_s" not in header:
+            raise InputError(f"{where}: needs a header line with a t_s column (and optionally device)")
+        t_col = header.index("t_s")
+        device_col = header.index("device") if "device" in header else None
+        for row in rows:
+            if len(times) == n:
+                break
+            if not any(cell.strip() for cell in row):
+                continue
+            line = f"{where}:{rows.line_num}"
+            times.append(_time(row, t_col, line, times[-1] if times else None))
+            named.append(_device(row, device_col, line, devices))
+    except csv.Error as exc:
+        raise InputError(f"{where}:{rows.line_num}: not valid CSV ({exc})") from None
+    if len(times) < n:
+        raise InputError(f"{where}: {len(times)} request row{'s' if len(times) != 1 else ''} but "
+                         f"workload.n_requests is {n}; add rows or lower n_requests")
+    return times, named
+
+
+def _time(row: list[str], col: int, line: str, previous: float | None) -> float:
+    cell = row[col].strip() if col < len(row) else ""
+    if not cell:
+        raise InputError(f"{line}: t_s is empty")
+    try:
+        t = float(cell)
+    except ValueError:
+        raise InputError(f"{line}: t_s is not a number") from None
+    if not math.isfinite(t):
+        raise InputError(f"{line}: t_s must be a finite number of seconds, got {t}")
+    if t < 0:
+        raise InputError(f"{line}: t_s must be >= 0, got {t:g}")
+    if previous is not None and t < previous:
+        raise InputError(f"{line}: t_s {t:g} is earlier than the row before ({previous:g}); "
+                         "sort the trace by t_s")
+    return t
+
+
+def _device(row: list[str], col: int | None, line: str, devices: Sequence[str]) -> str | None:
+    device = row[col].strip() if col is not None and col < len(row) else ""
+    if not device:
+        return None
+    if device not in devices:
+        raise InputError(f"{line}: device '{show_key(device)}' is not a requesting device "
+                         f"({', '.join(devices)})")
+    return device
+
+
 def _arrivals(arrival: AllAtOnce | Poisson | Trace, n: int, rng: np.random.Generator, devices: list[str]
               ) -> tuple[list[float], list[str | None]]:
     if isinstance(arrival, AllAtOnce):
@@ -41,46 +148,12 @@ def _arrivals(arrival: AllAtOnce | Poisson | Trace, n: int, rng: np.random.Gener
     if isinstance(arrival, Poisson):
         gaps = rng.exponential(1.0 / arrival.rate_per_s, size=n)
         return np.cumsum(gaps).tolist(), [None] * n
-    return _read_trace(arrival.path, n, devices)
-
-
-def _read_trace(path: Path, n: int, devices: list[str]) -> tuple[list[float], list[str | None]]:
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise InputError(f"workload.arrival.path: cannot read {path} ({exc.strerror})") from None
-    if not rows or "t_s" not in rows[0]:
-        raise InputError(f"workload.arrival.path: {path} needs a header with a t_s column")
-    times: list[float] = []
-    named: list[str | None] = []
-    for line, row in enumerate(rows[:n], start=2):
-        try:
-            t = float(row["t_s"])
-        except (TypeError, ValueError):
-            raise InputError(
-                f"workload.arrival.path: {path}:{line}: t_s {row['t_s']!r} is not a number") from None
-        if t < 0:
-            raise InputError(f"workload.arrival.path: {path}:{line}: t_s must be >= 0")
-        device = (row.get("device") or "").strip() or None
-        if device is not None and device not in devices:
-            raise InputError(f"workload.arrival.path: {path}:{line}: {device!r} is not a requesting device")
-        times.append(t)
-        named.append(device)
-    order = sorted(range(len(times)), key=lambda i: times[i])
-    return [times[i] for i in order], [named[i] for i in order]
+    return read_trace(arrival.path, n, devices)
 
 
 def _prompts(source: CorpusPrompts | FilePrompts, n: int, seed: int) -> list[str]:
     if isinstance(source, FilePrompts):
-        try:
-            lines = source.path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise InputError(f"workload.prompts.path: cannot read {source.path} ({exc.strerror})") from None
-        prompts = [line.strip() for line in lines if line.strip()]
-        if not prompts:
-            raise InputError(f"workload.prompts.path: {source.path} holds no prompt")
-        return prompts
+        return read_prompts(source.path)
     from netsim.lm.corpus import prompt_texts  # the corpus is fetched on first use only
 
     return prompt_texts(n, seed=seed, min_chars=source.min_chars, max_chars=source.max_chars)

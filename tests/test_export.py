@@ -227,7 +227,7 @@ def test_tokenizer_larger_than_the_vocabulary_is_refused(tmp_path: Path, tokeniz
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("name: [unclosed", "not valid YAML"),
+        ("name: [unclosed", "unreadable YAML"),
         ("- a list", "expected a mapping"),
         ("name: x\nrole: boss\n", "role"),
     ],

@@ -287,7 +287,7 @@ def build_model(name: str, *, force: bool = False, out_root: Path | None = None,
         log(f"{name}: already built at {target} (--force rebuilds)")
         return target
     started = time.perf_counter()
-    with staged_dir(target) as staging:
+    with staged_dir(target, replace=True) as staging:  # our own cache entry, rebuilt
         recipe.make(staging, log)
     log(f"{name}: built in {time.perf_counter() - started:.0f}s at {target}")
     return target

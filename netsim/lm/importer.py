@@ -50,7 +50,7 @@ def import_model(path: Path, name: str | None = None, out_root: Path | None = No
     target = out_root / name
     if target.exists() and not force:
         raise ModelError(f"{target}: a model named {name!r} exists; remove it or pass --force")
-    with staged_dir(target) as staging:
+    with staged_dir(target, replace=force) as staging:
         convert(path, staging, name)
     return target
 

@@ -8,13 +8,15 @@ as provenance, so a result can always be traced to the exact weights that produc
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from netsim.errors import ModelError
+from netsim.errors import InputError, ModelError
+from netsim.inputfile import load_yaml, show_loc
 from netsim.lm.geometry import ModelGeometry
 
 MANIFEST_FILE = "model.yaml"
@@ -62,21 +64,19 @@ def sha256_file(path: Path) -> str:
 def read_manifest(model_dir: Path) -> Manifest:
     """Parse and validate `<model_dir>/model.yaml`; every failure is a one-line ModelError."""
     path = Path(model_dir) / MANIFEST_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ModelError(f"{path}: no manifest")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" (line {line + 1})" if line is not None else ""
-        raise ModelError(f"{path}: not valid YAML{where}") from exc
+    try:  # a FIFO, an oversized or non-UTF-8 file, bad YAML: one line naming the file, never a hang
+        data = load_yaml(path, "model manifest")
+    except InputError as exc:
+        raise ModelError(str(exc)) from None
     if not isinstance(data, dict):
         raise ModelError(f"{path}: expected a mapping at the top level")
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+        loc = show_loc(first["loc"]) or "<root>"  # keys that are no field names are not echoed
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ModelError(f"{path}: {loc}: {first['msg']}{more}") from exc
 

@@ -9,17 +9,35 @@ sampling, Leviathan et al. 2023 Alg. 1) need the distribution itself, so `probab
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TEMPERATURE_MIN = 0.01
+"""Smallest non-zero temperature. At 0.01 logits a tenth apart already differ e¹⁰ ≈ 22,000× in
+probability, so lower values only approach greedy (write 0 for that), while a subnormal temperature
+makes logits / T overflow to inf, whose differences are NaN probabilities."""
 
 
 class SamplingSpec(BaseModel):
     """How a model picks its next token; temperature 0 means greedy (argmax, no randomness used)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    temperature: float = Field(0.0, ge=0.0, description="softmax temperature; 0 = greedy")
-    top_k: int | None = Field(None, ge=1, description="keep only the k most likely tokens")
-    top_p: float | None = Field(None, gt=0.0, le=1.0, description="nucleus: smallest set with mass ≥ p")
+    temperature: float = Field(
+        0.0, ge=0.0, le=100.0,
+        description="softmax temperature: 0 = greedy, else 0.01 to 100 (at 100, logits 30 apart give "
+                    "probabilities only 26% apart: uniform sampling in all but name)")
+    top_k: int | None = Field(
+        None, ge=1, le=1_000_000,
+        description="keep only the k most likely tokens: 1 to 1e6 (vocabularies reach ~256k)")
+    top_p: float | None = Field(
+        None, gt=0.0, le=1.0, description="nucleus: smallest set with mass ≥ p, above 0 to 1")
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_or_usable(cls, value: float) -> float:
+        if 0.0 < value < TEMPERATURE_MIN:
+            raise ValueError(f"must be 0 (greedy) or at least {TEMPERATURE_MIN}, got {value:g}")
+        return value
 
     @property
     def greedy(self) -> bool:
