@@ -9,6 +9,7 @@ TPOT = (E2E − TTFT) / (n_output_tokens − 1), undefined for a single-token an
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,8 @@ class RequestRecord:
     server: str = ""
     model: str = ""
     charged_as: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Values of the policy's own columns (`Policy.columns`), by column name."""
 
     def token_arrived(self, t_s: float, n: int = 1) -> None:
         """`n` output tokens became available at the device at `t_s`."""
@@ -94,13 +97,16 @@ class RequestRecord:
             "energy_compute_j": self.energy_compute_j, "energy_radio_j": self.energy_radio_j,
             "tokens_local": self.tokens_local, "tokens_llm": self.tokens_llm,
             "llm_transmissions": self.llm_transmissions, "server": self.server, "model": self.model,
-            "charged_as": self.charged_as, "output_text": self.output_text,
+            "charged_as": self.charged_as, "output_text": self.output_text, **self.extra,
         }
 
 
-def requests_frame(records: list[RequestRecord]) -> pl.DataFrame:
+def requests_frame(records: list[RequestRecord], extra_columns: Mapping[str, Any] | None = None
+                   ) -> pl.DataFrame:
+    """One row per request: the common columns, then the policy's own (null where a request set none)."""
+    schema = {**REQUEST_SCHEMA, **(extra_columns or {})}
     rows = [r.row() for r in sorted(records, key=lambda r: r.request_id)]
-    return pl.DataFrame(rows, schema=REQUEST_SCHEMA)
+    return pl.DataFrame(rows, schema=schema)
 
 
 def _stats(values: pl.Series) -> dict[str, float | None]:

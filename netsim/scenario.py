@@ -15,27 +15,39 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from netsim.errors import InputError, ScenarioError
+from netsim.inputfile import load_yaml, parse_yaml, show_key, show_path
 from netsim.lm.sampling import SamplingSpec
 from netsim.network.spec import CellSpec, LinkSpec, TransportSpec
 from netsim.network.topology import build_graph
+from netsim.paths import is_file_reference
 from netsim.policies import POLICY_NAMES, PolicySpec
 
 Role = Literal["device", "edge", "cloud", "router"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every float finite: YAML's .inf/.nan would otherwise pass `gt`/`le` checks (nan compares false).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelRef(_Strict):
     """A model hosted on a node; `charged_as` bills its compute and bytes as a public model's cost card."""
 
-    name: str = Field(description="bundled or cached model (see `netsim models list`)")
+    name: str = Field(min_length=1, description="bundled or cached model (see `netsim models list`)")
     charged_as: str | None = Field(
-        None, description="cost card (e.g. qwen3-0.6b); tokens still come from `name`")
+        None, min_length=1,
+        description="cost card name (e.g. qwen3-0.6b) or a card file path; tokens still come from `name`")
 
     @model_validator(mode="before")
     @classmethod
@@ -43,14 +55,26 @@ class ModelRef(_Strict):
         return {"name": data} if isinstance(data, str) else data
 
 
+class BatchingSpec(_Strict):
+    """Orca/vLLM-style batching: calls arriving while a step runs join the next step (docs/hardware.md)."""
+
+    max_batch: int = Field(
+        gt=0, le=4096, description="most sequences in one forward step, 1 to 4096 (vLLM max_num_seqs)")
+
+
 class NodeSpec(_Strict):
     role: Role = Field(description="device issues requests; edge/cloud serve models; router only forwards")
     profile: str | None = Field(None, description="device profile (see `netsim profiles list`)")
     models: list[ModelRef] = Field(default_factory=list, description="models hosted on this node")
-    slots: int = Field(1, gt=0, description="concurrent model calls the node runs; more requests queue")
+    slots: int = Field(  # 4096: well past the concurrent sequences of any one serving engine
+        1, gt=0, le=4096, description="concurrent model calls the node runs, 1 to 4096; more requests queue")
+    batching: BatchingSpec | None = Field(
+        None, description="serve model calls with continuous (iteration-level) batching, as vLLM does")
 
     @model_validator(mode="after")
     def _compute_needs_profile(self) -> NodeSpec:
+        if self.batching is not None and self.slots != 1:
+            raise ValueError("a batching node runs one engine: leave `slots` at 1 and set batching.max_batch")
         if self.role != "router" and self.profile is None:
             raise ValueError(f"a {self.role} node needs a `profile`")
         if self.role == "router" and self.models:
@@ -69,8 +93,21 @@ class CorpusPrompts(_Strict):
     """Prompts cut from held-out works of the corpus (deterministic in the scenario seed)."""
 
     source: Literal["corpus"] = "corpus"
-    min_chars: int = Field(80, gt=0)
-    max_chars: int = Field(400, gt=0)
+    min_chars: int = Field(
+        80, gt=0, le=10_000, description="shortest prompt, characters: 1 to 10000 (merged paragraphs)")
+    max_chars: int = Field(
+        400, gt=0, le=100_000,
+        description="longest prompt, characters: min_chars to 100000 (~33k tokens at 3 characters per "
+                    "token; no held-out passage of the corpus is that long)")
+
+    @field_validator("max_chars")
+    @classmethod
+    def _at_least_min(cls, value: int, info: ValidationInfo) -> int:
+        """Checked on the field, so the error names `workload.prompts.max_chars` rather than no path."""
+        low = info.data.get("min_chars")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least min_chars ({low}), got {value}")
+        return value
 
 
 class FilePrompts(_Strict):
@@ -86,7 +123,9 @@ class AllAtOnce(_Strict):
 
 class Poisson(_Strict):
     process: Literal["poisson"]
-    rate_per_s: float = Field(gt=0, description="mean arrivals per second over all devices")
+    rate_per_s: float = Field(
+        ge=1e-6, le=1e6,
+        description="mean arrivals per second over all devices: 1e-6 (one in 11.6 days) to 1e6")
 
 
 class Trace(_Strict):
@@ -97,8 +136,11 @@ class Trace(_Strict):
 
 
 class WorkloadSpec(_Strict):
-    n_requests: int = Field(gt=0)
-    max_new_tokens: int = Field(32, gt=0)
+    n_requests: int = Field(
+        gt=0, le=1_000_000,
+        description="requests to issue: 1 to 1e6 (validate also estimates the events and memory they need)")
+    max_new_tokens: int = Field(
+        32, gt=0, le=100_000, description="tokens generated per request at most: 1 to 100000")
     devices: list[str] | None = Field(None, description="devices that issue requests (default: all)")
     prompts: Annotated[CorpusPrompts | FilePrompts, Field(discriminator="source")] = Field(
         default_factory=CorpusPrompts
@@ -107,6 +149,17 @@ class WorkloadSpec(_Strict):
         default_factory=AllAtOnce
     )
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_tags(cls, data: Any) -> Any:
+        """`prompts: {min_chars: 50}` means the corpus, `arrival: {}` all at once: the tags' defaults."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for key, tag, default in (("prompts", "source", "corpus"), ("arrival", "process", "all_at_once")):
+                if isinstance(data.get(key), dict) and tag not in data[key]:
+                    data[key] = {tag: default, **data[key]}
+        return data
 
 
 class OutputsSpec(_Strict):
@@ -117,9 +170,14 @@ class OutputsSpec(_Strict):
 
 
 class Scenario(_Strict):
-    name: str = Field(description="short name used in result files")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", max_length=64,
+        description="short slug naming the run and its default run dir runs/<name>: letters, digits, "
+                    "'.', '_' and '-', starting with a letter or digit, at most 64 characters; never a path")
     description: str = ""
-    seed: int = Field(0, ge=0)
+    seed: int = Field(
+        0, ge=0, le=2**63 - 1,
+        description="seed of every random draw: 0 to 2^63-1 (fits the 64-bit words of numpy's seeds)")
     topology: TopologySpec
     workload: WorkloadSpec
     policy: PolicySpec
@@ -165,7 +223,11 @@ class Scenario(_Strict):
 
 
 def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
-    """Read, merge `extends:`, apply `--set` overrides, validate. Raises ScenarioError (one line each)."""
+    """Read, merge `extends:`, apply `--set` overrides, validate. Raises ScenarioError (one line each).
+
+    Every file is read through `netsim.inputfile.load_yaml`, so a FIFO, /dev/zero, a huge or non-UTF-8
+    file, a duplicate key, runaway nesting or an alias bomb is one line naming the file, never a hang.
+    """
     path = Path(path)
     raw = _read_with_extends(path, seen=())
     for item in overrides:
@@ -194,37 +256,50 @@ def dump_scenario(scenario: Scenario) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def _read_yaml(path: Path) -> Any:
+_EXTENDS_MAX_CHAIN = 16
+"""Files one scenario may stack through `extends:`; real chains are two or three deep."""
+
+
+def _read_yaml(path: Path, extended_by: Path | None = None) -> dict[str, Any]:
+    """One scenario file as a mapping of field names; any other content is refused without echoing it.
+
+    Top-level keys that are not identifiers are counted, not named: pointed at /etc/shadow, pydantic
+    would otherwise print each line as an "unknown field". A base file's problems also name the file
+    whose `extends:` led there, since that is the file the user is looking at.
+    """
+    via = f"scenario {show_path(extended_by)}: extends: " if extended_by is not None else ""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = getattr(exc, "problem", None) or "invalid YAML"
-        raise ScenarioError([f"{path}:{where}: unreadable YAML: {what}"]) from None
+        data = load_yaml(path, "scenario")
+    except InputError as exc:
+        raise ScenarioError([f"{via}{exc}"]) from None
+    shown = f"{via}scenario {show_path(path)}"
     if data is None:
-        raise ScenarioError([f"{path}: the file is empty"])
+        raise ScenarioError([f"{shown}: the file is empty"])
     if not isinstance(data, dict):
-        raise ScenarioError([f"{path}: expected a mapping at the top level, got {type(data).__name__}"])
+        raise ScenarioError([f"{shown}: expected a mapping at the top level, got {type(data).__name__}"])
+    strange = sum(1 for key in data if not (isinstance(key, str) and show_key(key) == key))
+    if strange:
+        raise ScenarioError([f"{shown}: {strange} top-level key{'s' if strange > 1 else ''} not spelled "
+                             "like a field name; is this a scenario file?"])
     return data
 
 
-def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    data = _read_yaml(path)
+def _read_with_extends(path: Path, seen: tuple[Path, ...], extended_by: Path | None = None
+                       ) -> dict[str, Any]:
+    data = _read_yaml(path, extended_by)
     data.pop("provenance", None)  # written by `netsim run` into scenario.resolved.yaml; informational
     base_name = data.pop("extends", None)
     if base_name is None:
         return data
-    if not isinstance(base_name, str):
-        raise ScenarioError([f"{path}: extends: expected a file name"])
+    shown = f"scenario {show_path(path)}"
+    if not isinstance(base_name, str) or not base_name.strip() or "\0" in base_name:
+        raise ScenarioError([f"{shown}: extends: expected a file name"])
+    if len(seen) + 1 >= _EXTENDS_MAX_CHAIN:
+        raise ScenarioError([f"{shown}: extends: more than {_EXTENDS_MAX_CHAIN} files in the chain"])
     base_path = (path.parent / base_name).resolve()
     if base_path in seen or base_path == path.resolve():
-        raise ScenarioError([f"{path}: extends: cycle through {base_path.name}"])
-    return _deep_merge(_read_with_extends(base_path, (*seen, path.resolve())), data)
+        raise ScenarioError([f"{shown}: extends: cycle through {show_path(base_path.name)}"])
+    return _deep_merge(_read_with_extends(base_path, (*seen, path.resolve()), path), data)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -250,9 +325,11 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     for part in _STEP.finditer(key.strip()):
         name, index = part.groups()
         steps.append(int(index) if index is not None else int(name) if name.isdigit() else name)
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+    try:  # the same guards as a scenario file (depth, alias expansion); plain text when not YAML
+        value = parse_yaml(text, f"--set {key.strip()}") if text.strip() else ""
+    except InputError as exc:
+        if "unreadable YAML" not in str(exc):
+            raise ScenarioError([str(exc)]) from None
         value = text
     node: Any = raw
     for depth, step in enumerate(steps[:-1]):
@@ -271,16 +348,41 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def _resolve_paths(scenario: Scenario, base: Path) -> Scenario:
-    """Make workload file paths absolute so a resolved scenario runs from anywhere."""
-    wl = scenario.workload
+    """Make relative file paths absolute against the scenario's folder (`base`).
+
+    A user keeps their prompts, traces, device profiles and cost cards beside the scenario and runs it
+    from anywhere; the absolute paths also let scenario.resolved.yaml run from its run directory. A
+    profile or a card is a file only when spelled like one (`is_file_reference`); a bundled name stays.
+    """
+
+    def absolute(value: str) -> str:
+        path = Path(value)
+        return str(path if path.is_absolute() else (base / path).resolve())
+
+    nodes: dict[str, NodeSpec] = {}
+    for name, spec in scenario.topology.nodes.items():
+        node_update: dict[str, Any] = {}
+        if spec.profile is not None and is_file_reference(spec.profile):
+            node_update["profile"] = absolute(spec.profile)
+        if any(ref.charged_as and is_file_reference(ref.charged_as) for ref in spec.models):
+            node_update["models"] = [
+                ref.model_copy(update={"charged_as": absolute(ref.charged_as)})
+                if ref.charged_as and is_file_reference(ref.charged_as) else ref
+                for ref in spec.models]
+        nodes[name] = spec.model_copy(update=node_update) if node_update else spec
     update: dict[str, Any] = {}
+    if nodes != scenario.topology.nodes:
+        update["topology"] = scenario.topology.model_copy(update={"nodes": nodes})
+
+    wl = scenario.workload
+    wl_update: dict[str, Any] = {}
     if isinstance(wl.prompts, FilePrompts) and not wl.prompts.path.is_absolute():
-        update["prompts"] = wl.prompts.model_copy(update={"path": (base / wl.prompts.path).resolve()})
+        wl_update["prompts"] = wl.prompts.model_copy(update={"path": (base / wl.prompts.path).resolve()})
     if isinstance(wl.arrival, Trace) and not wl.arrival.path.is_absolute():
-        update["arrival"] = wl.arrival.model_copy(update={"path": (base / wl.arrival.path).resolve()})
-    if not update:
-        return scenario
-    return scenario.model_copy(update={"workload": wl.model_copy(update=update)})
+        wl_update["arrival"] = wl.arrival.model_copy(update={"path": (base / wl.arrival.path).resolve()})
+    if wl_update:
+        update["workload"] = wl.model_copy(update=wl_update)
+    return scenario.model_copy(update=update) if update else scenario
 
 
 def _path(loc: Sequence[str | int]) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import simpy
 
 from netsim.errors import InputError, ScenarioError
+from netsim.hardware.batching import BatchingCompute
 from netsim.hardware.compute import Compute
 from netsim.hardware.profile import DeviceProfile, load_profile
 from netsim.lm.geometry import ModelGeometry
@@ -23,6 +24,7 @@ from netsim.network.network import Network, build_network
 from netsim.network.topology import build_graph
 from netsim.recorder import Recorder
 from netsim.scenario import Scenario
+from netsim.workload import check_workload_files
 
 # Independent random streams, one per subsystem, so adding draws in one never shifts another.
 STREAM_NETWORK = 1
@@ -52,7 +54,7 @@ class Node:
     name: str
     role: str
     profile: DeviceProfile | None = None
-    compute: Compute | None = None
+    compute: Compute | BatchingCompute | None = None
     models: list[HostedModel] = field(default_factory=list)
 
     def model(self, name: str | None = None) -> HostedModel:
@@ -110,14 +112,15 @@ def build_world(scenario: Scenario, store: ModelStore | None = None) -> World:
             lm = store.load(ref.name)
             charged = store.card(ref.charged_as) if ref.charged_as else lm.geometry
             hosted.append(HostedModel(ref.name, lm, charged, ref.charged_as))
-        nodes[name] = Node(name, spec.role, profile, Compute(env, name, profile, recorder, slots=spec.slots),
-                           hosted)
+        compute = (BatchingCompute(env, name, profile, recorder, max_batch=spec.batching.max_batch)
+                   if spec.batching else Compute(env, name, profile, recorder, slots=spec.slots))
+        nodes[name] = Node(name, spec.role, profile, compute, hosted)
     return World(env, scenario, net, nodes, recorder, store)
 
 
 def check_scenario(scenario: Scenario, store: ModelStore | None = None) -> None:
     """Raise ScenarioError listing every problem that needs more than the YAML to see."""
-    from netsim.policies import policy_checks  # policies sit above the world; import at call time
+    from netsim.policies import POLICIES  # policies sit above the world; import at call time
 
     store = store or ModelStore()
     problems: list[str] = []
@@ -148,6 +151,11 @@ def check_scenario(scenario: Scenario, store: ModelStore | None = None) -> None:
     graph = build_graph(topo.nodes, topo.links, topo.cells)
     # Reachability is the policy's rule (device_only needs none; cloud_only needs a cloud): see policies.
     if not problems:
-        problems += policy_checks(scenario, graph)
+        problems += POLICIES[scenario.policy.name].check(scenario.policy, scenario, graph)
+    problems += check_workload_files(scenario)  # prompt file and trace, read as the run would read them
+    if not problems:  # the work must fit this machine; the estimate needs every other check passed
+        from netsim.budget import budget_problems
+
+        problems += budget_problems(scenario, store)
     if problems:
         raise ScenarioError(problems)

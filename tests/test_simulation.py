@@ -13,7 +13,6 @@ import pytest
 from netsim.hardware.cost import call_time_s, decode_cost, prefill_cost
 from netsim.hardware.profile import load_profile
 from netsim.lm.zoo import ModelStore
-from netsim.payload import text_nbytes, tokens_nbytes
 from netsim.scenario import parse_scenario
 from netsim.simulation import run
 from netsim.workload import make_requests
@@ -79,20 +78,43 @@ def test_cloud_only_ttft_and_streaming_match_closed_forms(store: ModelStore) -> 
     sc = scenario()
     row = run(sc, store).requests.row(0, named=True)
     a100, card = load_profile("nvidia-a100-80gb"), store.card("qwen3-8b")
-    prompt = make_requests(sc, rng_for(sc.seed, STREAM_WORKLOAD))[0].prompt
     n_prompt, n_out = row["n_prompt_tokens"], row["n_output_tokens"]
-    up, down = one_hop_s(text_nbytes(prompt)), one_hop_s(tokens_nbytes(1))
+    # token_ids wire: 16 B framing + 4 B per int32 id, up (the prompt) and down (each token)
+    up, down = one_hop_s(16 + 4 * n_prompt), one_hop_s(16 + 4)
     prefill = call_time_s(a100, prefill_cost(card, n_prompt))
     decodes = [call_time_s(a100, decode_cost(card, n_prompt + i - 1)) for i in range(1, n_out)]
     assert down < min(decodes)  # so streamed tokens never queue behind each other on the downlink
     assert row["ttft_s"] == pytest.approx(up + prefill + down, rel=1e-9)
     assert row["e2e_s"] == pytest.approx(up + prefill + sum(decodes) + down, rel=1e-9)
-    assert row["bytes_up"] == text_nbytes(prompt)
-    assert row["bytes_down"] == n_out * tokens_nbytes(1)
+    assert row["bytes_up"] == 16 + 4 * n_prompt
+    assert row["bytes_down"] == n_out * (16 + 4)
     assert row["charged_as"] == "qwen3-8b" and row["tokens_llm"] == n_out and row["llm_transmissions"] == 1
     phone = load_profile("oneplus-12")
     radio = phone.radio_tx_j_per_bit * 8 * row["bytes_up"] + phone.radio_rx_j_per_bit * 8 * row["bytes_down"]
     assert row["energy_device_j"] == pytest.approx(radio, rel=1e-9)
+
+
+def test_api_text_wire_carries_the_json_request_and_one_sse_chunk_per_token(store: ModelStore) -> None:
+    """`api_text`: the prompt inside a chat-completion JSON body up, an OpenAI-style SSE chunk per token
+    down whose content is the token's text; bytes are those strings' UTF-8 sizes + 16 B framing."""
+    sc = scenario(policy={"name": "cloud_only", "wire": "api_text"})
+    res = run(sc, store)
+    row = res.requests.row(0, named=True)
+    prompt = make_requests(sc, rng_for(sc.seed, STREAM_WORKLOAD))[0].prompt
+    assert row["bytes_up"] > 16 + len(prompt.encode())  # the prompt plus the JSON around it
+    tx = res.events.filter(pl.col("kind") == "tx")
+    down = tx.filter(pl.col("node").str.starts_with("cloud"))
+    assert down.height == row["n_output_tokens"] and (down["detail"] == "text").all()
+    assert row["bytes_down"] == down["bytes"].sum()
+    tokenizer = store.load("shakespeare-slm").tokenizer
+    ids = tokenizer.encode(row["output_text"], add_special_tokens=False)
+    texts = [tokenizer.decode([t]) for t in ids]
+    # each chunk = 16 + len(b"data: " + json + b"\n\n") and its json carries the token text
+    chunk_json = [b - 16 - len("data: ") - 2 for b in down["bytes"].to_list()]
+    assert all(j > len(t.encode()) + 100 for j, t in zip(chunk_json, texts, strict=False))
+    plain = run(scenario(), store).requests.row(0, named=True)
+    assert row["output_text"] == plain["output_text"]  # the wire changes bytes, never content
+    assert row["e2e_s"] > plain["e2e_s"]
 
 
 def test_edge_only_serves_from_the_nearest_edge(store: ModelStore) -> None:
@@ -114,11 +136,10 @@ def test_edge_only_serves_from_the_nearest_edge(store: ModelStore) -> None:
     sc = parse_scenario(raw)
     row = run(sc, store).requests.row(0, named=True)
     l4, card = load_profile("nvidia-l4"), store.card("qwen3-4b")
-    prompt = make_requests(sc, rng_for(sc.seed, STREAM_WORKLOAD))[0].prompt
     n_prompt, n_out = row["n_prompt_tokens"], row["n_output_tokens"]
     prefill = call_time_s(l4, prefill_cost(card, n_prompt))
     decodes = [call_time_s(l4, decode_cost(card, n_prompt + i - 1)) for i in range(1, n_out)]
-    up, down = one_hop_s(text_nbytes(prompt)), one_hop_s(tokens_nbytes(1))
+    up, down = one_hop_s(16 + 4 * n_prompt), one_hop_s(16 + 4)
     assert row["server"] == "near" and row["charged_as"] == "qwen3-4b"
     assert row["e2e_s"] == pytest.approx(up + prefill + sum(decodes) + down, rel=1e-9)
 
@@ -130,7 +151,7 @@ def test_bytes_and_tokens_are_conserved(store: ModelStore) -> None:
     tx = ev.filter(pl.col("kind") == "tx")
     assert (req["status"] == "ok").all()
     assert tx["bytes"].sum() == req["bytes_total"].sum() == req["bytes_up"].sum() + req["bytes_down"].sum()
-    tokens = tx.filter(pl.col("detail") == "token")
+    tokens = tx.filter(pl.col("node").str.starts_with("cloud"))  # everything down is one token each
     assert tokens.height == req["n_output_tokens"].sum()
     per_request = tokens.group_by("request_id").len().sort("request_id")
     assert per_request["len"].to_list() == req.sort("request_id")["n_output_tokens"].to_list()

@@ -1,42 +1,43 @@
-"""Collaboration policies, one module each, registered by name.
+"""Collaboration policies, one module each, and the one place that lists them.
 
-A policy module defines `Params` (its parameters, with `name: Literal[...]`), `serve(ctx, params)`
-(a SimPy generator per request) and `check(params, scenario, graph)` (problems that need the whole
-scenario). The scenario's `policy:` section is a union discriminated by `name`.
+To add a policy: write `netsim/policies/<name>.py` with a `Params` model (`name: Literal["<name>"]`)
+and a `Policy` subclass (see base.py), then add the class to `_REGISTERED` below. The scenario's
+`policy:` section is the union of every registered policy's `Params`, discriminated by `name`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from types import MappingProxyType, ModuleType
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, Union
 
 from pydantic import Field
 
-from netsim.policies import cloud_only, device_only, edge_only
+from netsim.policies.base import Policy
+from netsim.policies.cloud_only import CloudOnly
+from netsim.policies.device_only import DeviceOnly
+from netsim.policies.edge_only import EdgeOnly
 
-if TYPE_CHECKING:
-    import networkx as nx
 
-    from netsim.scenario import Scenario
+def _registry(classes: Iterable[type[Policy[Any]]]) -> Mapping[str, type[Policy[Any]]]:
+    """Name → class, refusing two policies with one name or a class whose Params disagree on its name."""
+    out: dict[str, type[Policy[Any]]] = {}
+    for cls in classes:
+        declared = cls.Params.model_json_schema()["properties"]["name"].get("const")
+        if declared != cls.name:
+            raise TypeError(f"{cls.__name__}: Params.name is {declared!r}, the class says {cls.name!r}")
+        if cls.name in out:
+            raise TypeError(f"two policies are called {cls.name!r}: {out[cls.name].__name__}, {cls.__name__}")
+        out[cls.name] = cls
+    return MappingProxyType(out)
 
-_MODULES: tuple[ModuleType, ...] = (cloud_only, device_only, edge_only)
 
-POLICIES: MappingProxyType[str, ModuleType] = MappingProxyType(
-    {m.Params.model_fields["name"].annotation.__args__[0]: m for m in _MODULES}
-)
+_REGISTERED = (CloudOnly, DeviceOnly, EdgeOnly)
+
+POLICIES = _registry(_REGISTERED)
 POLICY_NAMES = tuple(POLICIES)
 
 PolicySpec = Annotated[
-    cloud_only.Params | device_only.Params | edge_only.Params,
+    Union[tuple(cls.Params for cls in _REGISTERED)],  # noqa: UP007 - a runtime tuple needs Union[...]
     Field(discriminator="name", description="which policy serves the requests, and its parameters"),
 ]
-
-
-def serve_fn(name: str) -> Callable[..., Any]:
-    return POLICIES[name].serve
-
-
-def policy_checks(scenario: Scenario, graph: nx.DiGraph) -> list[str]:
-    params = scenario.policy
-    return POLICIES[params.name].check(params, scenario, graph)

@@ -1,114 +1,64 @@
-"""What every policy shares: the request it serves and the three verbs it may use.
+"""The small protocol every policy follows, and nothing else (no runtime imports: the scenario schema
+reads each policy's `Params` from here without pulling in the engine).
 
-A policy is a plain SimPy generator `serve(ctx, params)` per request. It may only
-- `ctx.send(...)`: move bytes over the simulated network (time from the network model),
-- `ctx.prefill(...)` / `ctx.decode(...)`: run a model call on a node (time and energy from the hardware
-  model, charged with the hosted model's geometry or its cost card),
-- ask a hosted model's `lm` for tokens/logits (content from the real ONNX model).
-It never waits a made-up constant. Byte and energy bookkeeping happens here, once, for all policies.
+A policy's life in one run:
+1. `check(params, scenario, graph)` (classmethod) before anything is built: problems that need the
+   whole scenario, each a `yaml.path: message` line. A rule belongs to the policy that needs it.
+2. `Policy(params, world)` once the world is built; `setup()` returns long-lived processes (federated
+   rounds, batching loops) that the run waits for; daemon services that never end (a peer answering
+   requests) are started with `world.env.process` there too but are not returned.
+3. `serve(ctx)` once per request: a plain SimPy generator using the verbs of `netsim.context`.
+4. `finish()` after the last request: extra tables by name (written as `<name>.parquet`).
+Extra per-request columns are declared in `columns` and set with `ctx.record.extra[name] = value`;
+other policies' runs have them as nulls, so runs of different policies concatenate (`how="diagonal"`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
-import simpy
 from pydantic import BaseModel, ConfigDict
 
-from netsim.hardware.compute import radio_energy_j
-from netsim.hardware.cost import decode_cost, prefill_cost
-from netsim.metrics import RequestRecord
-from netsim.network.delivery import Delivery, TransferFailed
-
 if TYPE_CHECKING:
-    from netsim.workload import Request
-    from netsim.world import HostedModel, Node, World
+    import networkx as nx
+    import polars as pl
 
-ProcessGenerator = Generator[simpy.Event, Any, Any]
+    from netsim.context import ProcessGenerator, RequestContext
+    from netsim.scenario import Scenario
+    from netsim.world import World
 
 
 class PolicyParams(BaseModel):
     """Base of every policy's parameters; `name` selects the policy (a discriminated union)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-@dataclass
-class RequestContext:
-    world: World
-    request: Request
-    record: RequestRecord
+P = TypeVar("P", bound=PolicyParams)
 
-    @property
-    def env(self) -> simpy.Environment:
-        return self.world.env
 
-    @property
-    def device(self) -> Node:
-        return self.world.nodes[self.request.device]
+class Policy(ABC, Generic[P]):
+    name: ClassVar[str]
+    Params: ClassVar[type[PolicyParams]]
+    columns: ClassVar[Mapping[str, pl.DataType | type[pl.DataType]]] = MappingProxyType({})
+    """Extra request columns this policy fills, name → polars dtype."""
 
-    @property
-    def seed(self) -> tuple[int, int]:
-        """Sampling seed of this request: same scenario seed and request → same tokens, in any order."""
-        return (self.world.scenario.seed, self.request.request_id)
+    def __init__(self, params: P, world: World) -> None:
+        self.params = params
+        self.world = world
 
-    def send(self, src: str, dst: str, nbytes: int, kind: str) -> Generator[simpy.Event, Any, Delivery]:
-        """Carry `nbytes` of payload; raises TransferFailed (the request then fails with its reason)."""
-        delivery = yield from self.world.net.send(src, dst, nbytes, request_id=self.request.request_id,
-                                                  kind=kind)
-        rec, device = self.record, self.device
-        rec.bytes_total += nbytes
-        if src == device.name:
-            rec.bytes_up += nbytes
-            rec.energy_radio_j += radio_energy_j(device.profile, bits_tx=8 * nbytes, bits_rx=0)
-        if dst == device.name:
-            rec.bytes_down += nbytes
-            rec.energy_radio_j += radio_energy_j(device.profile, bits_tx=0, bits_rx=8 * nbytes)
-        return delivery
+    @classmethod
+    def check(cls, params: P, scenario: Scenario, graph: nx.DiGraph) -> list[str]:
+        return []
 
-    def answer(self, node: Node, model: HostedModel) -> tuple[list[int], list[int]]:
-        """Prompt ids and the whole answer of `model` on `node` when content does not depend on timing
-        (one model writes every token): generated once, memoised, then played out in simulated time."""
-        wl = self.world.scenario.workload
-        prompt_ids = model.lm.tokenizer.encode(self.request.prompt)
-        output = model.lm.generate(prompt_ids, wl.max_new_tokens, wl.sampling, seed=self.seed)
-        rec = self.record
-        rec.n_prompt_tokens, rec.output_ids = len(prompt_ids), output
-        rec.server, rec.model, rec.charged_as = node.name, model.name, model.charged_as or ""
-        rec.output_text = model.lm.tokenizer.decode(output)
-        return prompt_ids, output
+    def setup(self) -> list[ProcessGenerator]:
+        return []
 
-    def background(self, steps: ProcessGenerator) -> simpy.Process:
-        """Run `steps` concurrently (e.g. a token on its way down while the next is decoded). A transfer
-        failure inside is held, not raised into the event loop, and re-raised by `join`."""
+    @abstractmethod
+    def serve(self, ctx: RequestContext) -> ProcessGenerator: ...
 
-        def guarded() -> ProcessGenerator:
-            try:
-                return (yield from steps)
-            except TransferFailed as exc:
-                return exc
-
-        return self.env.process(guarded())
-
-    def join(self, processes: list[simpy.Process]) -> ProcessGenerator:
-        """Wait for background steps; the first transfer failure among them fails the request."""
-        yield self.env.all_of(processes)
-        for proc in processes:
-            if isinstance(proc.value, TransferFailed):
-                raise proc.value
-
-    def prefill(self, node: Node, model: HostedModel, n_tokens: int, past_len: int = 0
-                ) -> Generator[simpy.Event, Any, float]:
-        cost = prefill_cost(model.charged, n_tokens, past_len=past_len)
-        return (yield from node.compute.run(cost, request_id=self.request.request_id, kind="prefill",
-                                            detail=model.label))
-
-    def decode(self, node: Node, model: HostedModel, past_len: int, n_tokens: int = 1
-               ) -> Generator[simpy.Event, Any, float]:
-        """One forward call over `n_tokens` new tokens on top of `past_len` cached ones (k > 1: verify)."""
-        cost = decode_cost(model.charged, past_len, n_tokens=n_tokens)
-        return (yield from node.compute.run(cost, request_id=self.request.request_id,
-                                            kind="decode" if n_tokens == 1 else "verify",
-                                            detail=model.label))
+    def finish(self) -> dict[str, pl.DataFrame]:
+        return {}

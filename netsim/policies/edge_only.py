@@ -7,30 +7,16 @@ reachable edge node hosting the model with the least propagation delay from the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from pydantic import Field
-
-from netsim.policies.base import PolicyParams, ProcessGenerator, RequestContext
-from netsim.policies.remote import check_servers, serve_from
-
-if TYPE_CHECKING:
-    import networkx as nx
-
-    from netsim.scenario import Scenario
+from netsim.policies.remote import ServerParams, ServerPolicy
 
 
-class Params(PolicyParams):
+class EdgeOnlyParams(ServerParams):
     name: Literal["edge_only"]
-    server: str | None = Field(None, description="serving node (default: nearest edge node with a model)")
-    model: str | None = Field(None, description="model on the server (default: its first)")
 
 
-def serve(ctx: RequestContext, params: Params) -> ProcessGenerator:
-    server = (ctx.world.nodes[params.server] if params.server
-              else ctx.world.nearest(ctx.device.name, ("edge",), params.model))
-    yield from serve_from(ctx, server, server.model(params.model))
-
-
-def check(params: Params, scenario: Scenario, graph: nx.DiGraph) -> list[str]:
-    return check_servers("edge_only", "edge", params.server, params.model, scenario, graph)
+class EdgeOnly(ServerPolicy):
+    name = "edge_only"
+    Params = EdgeOnlyParams
+    role = "edge"
