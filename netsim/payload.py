@@ -76,7 +76,7 @@ def _check_counts(payload: Payload, **counts: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Payload:
-    """One application message. Subclasses set `kind` (the event kind in events.parquet) and size
+    """One application message. Subclasses set `kind` (the `detail` of its `tx` events) and size
     their body; the header is added here once, so no payload can forget it."""
 
     kind: ClassVar[str] = "payload"
