@@ -4,13 +4,17 @@ A `RequestRecord` is filled in by the policy process while the request runs (tim
 counts); nothing here runs on the hot path except attribute updates. Latency definitions:
 TTFT = first output token available at the device − arrival; E2E = last token at the device − arrival;
 TPOT = (E2E − TTFT) / (n_output_tokens − 1), undefined for a single-token answer.
+
+A failed request carries a `fail_code` from FAIL_CODES, which the summary counts, and a `fail_reason`
+with the details (which hop, until when): counting free text would give one key per device and time.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -21,6 +25,7 @@ REQUEST_SCHEMA: dict[str, Any] = {
     "device": pl.Utf8,
     "policy": pl.Utf8,
     "status": pl.Utf8,
+    "fail_code": pl.Utf8,
     "fail_reason": pl.Utf8,
     "t_arrival_s": pl.Float64,
     "ttft_s": pl.Float64,
@@ -43,6 +48,16 @@ REQUEST_SCHEMA: dict[str, Any] = {
     "output_text": pl.Utf8,
 }
 
+FAIL_CODES: Mapping[str, str] = MappingProxyType({
+    "outage": "a link or cell stayed down longer than the transport's outage_timeout_s",
+    "retx_exhausted": "a packet was lost more times than the transport's max_retx allows",
+    "no_coverage": "a cell member's SNR is below the floor: the device is out of coverage",
+    "timeout": "the policy gave up waiting (a deadline passed): interrupted with a TimeoutError",
+    "cancelled": "the policy interrupted the request for another reason",
+    "transfer_failed": "a transfer failed for a reason this table does not name yet",
+})
+"""Why a request can fail, code → meaning; `fail_reason` holds the one-line detail."""
+
 
 @dataclass
 class RequestRecord:
@@ -54,6 +69,7 @@ class RequestRecord:
     policy: str
     t_arrival_s: float
     status: str = "running"
+    fail_code: str = ""
     fail_reason: str = ""
     token_times_s: list[float] = field(default_factory=list)
     n_prompt_tokens: int = 0
@@ -77,8 +93,13 @@ class RequestRecord:
         """`n` output tokens became available at the device at `t_s`."""
         self.token_times_s.extend([t_s] * n)
 
-    def fail(self, reason: str) -> None:
-        self.status, self.fail_reason = "failed", reason
+    def fail(self, code: str, reason: str) -> None:
+        """End the request as failed: `code` from FAIL_CODES (what the summary counts), `reason` the
+        detail (which hop, until when)."""
+        if code not in FAIL_CODES:
+            raise ValueError(f"request {self.request_id}: unknown fail code {code!r} "
+                             f"(one of {', '.join(FAIL_CODES)})")
+        self.status, self.fail_code, self.fail_reason = "failed", code, reason
 
     def row(self) -> dict[str, Any]:
         times = self.token_times_s
@@ -89,7 +110,8 @@ class RequestRecord:
         tpot = (e2e - ttft) / (n_out - 1) if ok and n_out > 1 else None
         return {
             "request_id": self.request_id, "device": self.device, "policy": self.policy,
-            "status": self.status, "fail_reason": self.fail_reason, "t_arrival_s": self.t_arrival_s,
+            "status": self.status, "fail_code": self.fail_code, "fail_reason": self.fail_reason,
+            "t_arrival_s": self.t_arrival_s,
             "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "n_prompt_tokens": self.n_prompt_tokens,
             "n_output_tokens": n_out, "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
             "bytes_total": self.bytes_total,
@@ -125,12 +147,13 @@ def summarize(requests: pl.DataFrame) -> dict[str, Any]:
     def per_token(total: float) -> float | None:
         return total / n_tokens if n_tokens else None
 
-    failures = requests.filter(pl.col("status") == "failed")["fail_reason"].value_counts(sort=True)
+    failures = requests.filter(pl.col("status") == "failed")["fail_code"].value_counts()
+    by_count = sorted(failures.iter_rows(), key=lambda row: (-row[1], row[0]))  # ties: a fixed order
     return {
         "n_requests": requests.height,
         "n_ok": ok.height,
         "n_failed": requests.height - ok.height,
-        "fail_reasons": {r: int(c) for r, c in failures.iter_rows()},
+        "fail_reasons": {code: int(n) for code, n in by_count},
         "n_output_tokens": n_tokens,
         "ttft_s": _stats(ok["ttft_s"]),
         "tpot_s": _stats(ok["tpot_s"]),
@@ -157,3 +180,33 @@ def _throughput(ok: pl.DataFrame) -> float | None:
     end = float((ok["t_arrival_s"] + ok["e2e_s"]).max())
     span = end - start
     return float(ok["n_output_tokens"].sum()) / span if span > 0 and not math.isnan(span) else None
+
+
+def token_accounting(records: Iterable[RequestRecord], prompt_chars: Mapping[int, int],
+                     vocab: Mapping[tuple[str, str], tuple[int, int | None]]) -> list[dict[str, Any]]:
+    """Which tokenizer counted the tokens a model was billed for, and how long its tokens ran.
+
+    A cost card bills tokens as if they were the card's, but they were counted by the producing
+    model's own tokenizer: the bundled Shakespeare BPE (vocabulary 4,096) cuts text into shorter
+    tokens than Qwen3's (151,936), so the same answer costs more tokens here than it would there.
+    Reports show this line beside the card's name, so a reader can rescale. Per (model, charged_as)
+    that answered at least one request: characters of this run's prompts and answers ÷ the tokens
+    they were counted as (prompt tokens + generated tokens, end-of-text included, as billed).
+
+    `prompt_chars` maps request id → characters of its prompt; `vocab` maps (model, charged_as or "")
+    → (the model tokenizer's vocabulary size, the card's vocabulary size or None).
+    """
+    totals: dict[tuple[str, str], list[int]] = {}
+    for rec in records:
+        if not rec.model:  # failed before its answer was generated: nothing was counted
+            continue
+        chars_tokens = totals.setdefault((rec.model, rec.charged_as), [0, 0])
+        chars_tokens[0] += prompt_chars[rec.request_id] + len(rec.output_text)
+        chars_tokens[1] += rec.n_prompt_tokens + len(rec.output_ids)
+    rows = []
+    for (model, charged_as), (chars, tokens) in sorted(totals.items()):
+        tokenizer_vocab, card_vocab = vocab[(model, charged_as)]
+        rows.append({"model": model, "tokenizer_vocab": tokenizer_vocab,
+                     "chars_per_token": chars / tokens if tokens else None,
+                     "charged_as": charged_as or None, "card_vocab": card_vocab})
+    return rows

@@ -12,13 +12,14 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -26,14 +27,15 @@ from pydantic import (
 )
 
 from netsim.errors import InputError, ScenarioError
+from netsim.groups import PLACEMENT_TAGS, GroupSpec, contract, expand
 from netsim.inputfile import load_yaml, parse_yaml, show_key, show_path
 from netsim.lm.sampling import SamplingSpec
 from netsim.network.spec import CellSpec, LinkSpec, TransportSpec
-from netsim.network.topology import build_graph
 from netsim.paths import is_file_reference
 from netsim.policies import POLICY_NAMES, PolicySpec
 
 Role = Literal["device", "edge", "cloud", "router"]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class _Strict(BaseModel):
@@ -82,11 +84,44 @@ class NodeSpec(_Strict):
         return self
 
 
+class DeviceGroupSpec(NodeSpec, GroupSpec):
+    """`count` like nodes from one entry (netsim/groups.py); any role, devices by default.
+
+    Expanded at load into plain nodes, cell members and links, so that nothing past the schema sees a
+    group; `scenario.resolved.yaml` keeps the group rather than its members.
+    """
+
+    role: Role = Field("device", description="role of every member (default device)")
+
+    def node(self) -> NodeSpec:
+        """The one node spec every member shares (frozen, so sharing it is safe and cheap)."""
+        return NodeSpec(**{name: getattr(self, name) for name in NodeSpec.model_fields})
+
+
 class TopologySpec(_Strict):
+    """The effective topology: `nodes`, `cells` and `links` already hold every group's members.
+
+    `Scenario` expands the groups (their draws need its seed) before this is validated, and keeps
+    `groups` so that `dump_scenario` can write them instead of their members. Build a Scenario from
+    `dump_scenario` output, not from `model_dump()`, which holds both and would expand twice.
+    """
+
     nodes: dict[str, NodeSpec] = Field(min_length=1)
+    groups: list[DeviceGroupSpec] = Field(
+        default_factory=list,
+        description="fleets of like nodes, each expanded at load into `count` nodes (with their cell "
+                    "memberships and links) appended after the written ones, group by group")
     links: list[LinkSpec] = Field(default_factory=list)
     cells: list[CellSpec] = Field(default_factory=list)
     transport: TransportSpec = Field(default_factory=TransportSpec)
+
+    def yaml_paths(self) -> dict[str, str]:
+        """Where each node is written: `topology.nodes.<name>`, or `topology.groups[k]` for a member of
+        a group, so that a problem found on an expanded node names the entry a user can edit."""
+        paths = {name: f"topology.nodes.{name}" for name in self.nodes}
+        for k, group in enumerate(self.groups):
+            paths.update(dict.fromkeys(group.member_names(), f"topology.groups[{k}]"))
+        return paths
 
 
 class CorpusPrompts(_Strict):
@@ -175,13 +210,31 @@ class Scenario(_Strict):
         description="short slug naming the run and its default run dir runs/<name>: letters, digits, "
                     "'.', '_' and '-', starting with a letter or digit, at most 64 characters; never a path")
     description: str = ""
-    seed: int = Field(
-        0, ge=0, le=2**63 - 1,
+    seed: Seed = Field(
+        0,
         description="seed of every random draw: 0 to 2^63-1 (fits the 64-bit words of numpy's seeds)")
     topology: TopologySpec
     workload: WorkloadSpec
     policy: PolicySpec
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_groups(cls, data: Any) -> Any:
+        """Groups become plain nodes, members and links before anything refers to them.
+
+        Problems of the groups are raised here, every group's at once; the rest of the scenario is
+        checked once they are fixed (its cells and references may depend on the groups' members).
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("topology"), dict):
+            return data
+        if not data["topology"].get("groups"):
+            return data
+        try:  # an invalid seed is reported by its own field; draw with 0 meanwhile
+            seed = _SEED.validate_python(data.get("seed", 0))
+        except ValidationError:
+            seed = 0
+        return {**data, "topology": _expanded(data["topology"], seed)}
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
@@ -205,11 +258,6 @@ class Scenario(_Strict):
                 problems.append(f"workload.devices: unknown node {d!r}")
             elif nodes[d].role != "device":
                 problems.append(f"workload.devices: {d!r} is a {nodes[d].role}, not a device")
-        if not problems:
-            try:
-                build_graph(nodes, self.topology.links, self.topology.cells)
-            except InputError as exc:
-                problems.append(f"topology.{exc}")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -252,8 +300,37 @@ def scenario_json_schema() -> dict[str, Any]:
 
 
 def dump_scenario(scenario: Scenario) -> str:
+    """The scenario as YAML that loads back equal: groups written as groups, not as their members.
+
+    If the effective topology no longer is what its groups expand to (a program edited a member or the
+    seed after loading), every node is written out and the groups dropped: longer, but still exact.
+    """
     data = json.loads(scenario.model_dump_json())
+    topo = scenario.topology
+    if topo.groups:
+        written = contract(data["topology"], topo.groups)
+        try:
+            again = TopologySpec.model_validate(_expanded(written, scenario.seed))
+        except (ValueError, ValidationError):
+            again = None
+        data["topology"] = written if again == topo else {**data["topology"], "groups": []}
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _expanded(topology: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The raw topology with its groups expanded (netsim/groups.py); ValueError lists what stops that."""
+    try:
+        groups = _GROUPS.validate_python(topology.get("groups"))
+    except ValidationError as exc:
+        raise ValueError("\n".join(_problems(exc, ("topology", "groups")))) from None
+    out, problems = expand(topology, groups, [g.node() for g in groups], seed)
+    if problems:
+        raise ValueError("\n".join(problems))
+    return out
+
+
+_GROUPS = TypeAdapter(list[DeviceGroupSpec])
+_SEED = TypeAdapter(Seed)
 
 
 _EXTENDS_MAX_CHAIN = 16
@@ -347,6 +424,9 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         raise ScenarioError([f"--set {key}: no such path"])
 
 
+_Node = TypeVar("_Node", bound=NodeSpec)
+
+
 def _resolve_paths(scenario: Scenario, base: Path) -> Scenario:
     """Make relative file paths absolute against the scenario's folder (`base`).
 
@@ -359,8 +439,11 @@ def _resolve_paths(scenario: Scenario, base: Path) -> Scenario:
         path = Path(value)
         return str(path if path.is_absolute() else (base / path).resolve())
 
-    nodes: dict[str, NodeSpec] = {}
-    for name, spec in scenario.topology.nodes.items():
+    done: dict[int, NodeSpec] = {}  # by id: a group's members share one spec, resolved once, still shared
+
+    def absolute_node(spec: _Node) -> _Node:
+        if id(spec) in done:
+            return cast(_Node, done[id(spec)])
         node_update: dict[str, Any] = {}
         if spec.profile is not None and is_file_reference(spec.profile):
             node_update["profile"] = absolute(spec.profile)
@@ -369,10 +452,15 @@ def _resolve_paths(scenario: Scenario, base: Path) -> Scenario:
                 ref.model_copy(update={"charged_as": absolute(ref.charged_as)})
                 if ref.charged_as and is_file_reference(ref.charged_as) else ref
                 for ref in spec.models]
-        nodes[name] = spec.model_copy(update=node_update) if node_update else spec
+        done[id(spec)] = out = spec.model_copy(update=node_update) if node_update else spec
+        return out
+
+    topo = scenario.topology
+    nodes = {name: absolute_node(spec) for name, spec in topo.nodes.items()}
+    groups = [absolute_node(group) for group in topo.groups]  # the written form must resolve alike
     update: dict[str, Any] = {}
-    if nodes != scenario.topology.nodes:
-        update["topology"] = scenario.topology.model_copy(update={"nodes": nodes})
+    if nodes != topo.nodes or groups != topo.groups:
+        update["topology"] = topo.model_copy(update={"nodes": nodes, "groups": groups})
 
     wl = scenario.workload
     wl_update: dict[str, Any] = {}
@@ -392,11 +480,13 @@ def _path(loc: Sequence[str | int]) -> str:
     return out
 
 
-def _problems(exc: ValidationError) -> list[str]:
-    """pydantic errors → `yaml.path: message`, dropping the union-branch names pydantic inserts."""
+def _problems(exc: ValidationError, at: Sequence[str | int] = ()) -> list[str]:
+    """pydantic errors → `yaml.path: message` (under the path `at`), dropping the union-branch names
+    pydantic inserts."""
     lines: list[str] = []
     for err in exc.errors(include_url=False):
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and _is_branch_tag(p))]
+        full = [*at, *err["loc"]]
+        loc = [p for k, p in enumerate(full) if not _is_branch_tag(p, full[k - 1] if k else None)]
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (not in the schema; check spelling)"
@@ -409,8 +499,14 @@ def _problems(exc: ValidationError) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
-_BRANCH_TAGS = frozenset({"corpus", "file", "all_at_once", "poisson", "trace", *POLICY_NAMES})
+_BRANCH_TAGS = {"prompts": frozenset({"corpus", "file"}),
+                "arrival": frozenset({"all_at_once", "poisson", "trace"}),
+                "policy": frozenset(POLICY_NAMES),
+                "placement": PLACEMENT_TAGS}
+"""Tags pydantic puts after a tagged-union field; only there, so a node called `file` keeps its name."""
 
 
-def _is_branch_tag(part: str) -> bool:
-    return part in _BRANCH_TAGS or part.startswith(("function-", "tagged-union"))
+def _is_branch_tag(part: str | int, after: str | int | None) -> bool:
+    if not isinstance(part, str):
+        return False
+    return part in _BRANCH_TAGS.get(str(after), ()) or part.startswith(("function-", "tagged-union"))

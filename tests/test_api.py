@@ -23,8 +23,9 @@ def test_run_load_scenario_returns_polars_results() -> None:
     assert isinstance(results.requests, pl.DataFrame) and results.requests.height == 2
     assert results.requests.schema == pl.Schema(REQUEST_SCHEMA)
     assert results.summary["n_requests"] == 2 and results.summary["netsim_version"] == netsim.__version__
-    # Reports must say when a cost card bills the compute: the summary names model and card per node.
-    assert results.summary["models"]["cloud"] == [{"model": "shakespeare-llm", "charged_as": "qwen3-8b"}]
+    # Reports must say when a cost card bills the compute: the summary names model and card per kind of node.
+    assert {"role": "cloud", "profile": "nvidia-a100-80gb", "model": "shakespeare-llm",
+            "charged_as": "qwen3-8b", "n_nodes": 1} in results.summary["models"]
 
 
 def test_outputs_section_sets_the_run_dir_and_drops_text(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from netsim.lm.memo import DEFAULT_KV_MEMO_NBYTES, DEFAULT_LOGITS_MEMO_NBYTES
 from netsim.lm.zoo import ModelStore
 from netsim.payload import MESSAGE_HEADER_BYTES, tokens_nbytes
 from netsim.scenario import Scenario, parse_scenario, scenario_json_schema
-from netsim.world import check_scenario
+from netsim.validation import check_scenario
 
 # phone ──cell (uma_nlos, 120 m)── gnb ──1 Gbit/s, 10 ms── cloud
 BASE: dict[str, Any] = {

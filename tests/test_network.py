@@ -471,3 +471,34 @@ def test_spec_errors_name_the_field():
         LinkSpec(src="a", dst="b", rate_mbps=1, loss=1.0)
     with pytest.raises(pydantic.ValidationError, match="exceed header_bytes"):
         LinkSpec(src="a", dst="b", rate_mbps=1, mtu_bytes=100, header_bytes=100)
+
+
+def test_routes_from_hub_trees_equal_pairwise_shortest_routes() -> None:
+    """Routes answered from a hub's shortest-path tree equal the per-pair search, on a random graph with
+    one-way links and distinct latencies (no exact ties), whichever order the pairs are asked in."""
+    import random
+
+    import networkx as nx
+
+    from netsim.network.topology import shortest_route
+
+    rnd = random.Random(7)
+    names = [f"n{i}" for i in range(40)]
+    links = []
+    for i in range(1, 40):
+        j = rnd.randrange(i)
+        links.append(LinkSpec(src=names[i], dst=names[j], rate_mbps=10, delay_ms=rnd.uniform(1, 9)))
+    for _ in range(30):
+        a, b = rnd.sample(names, 2)
+        duplex = rnd.random() < 0.5
+        links.append(LinkSpec(src=a, dst=b, rate_mbps=10, delay_ms=rnd.uniform(1, 9), duplex=duplex))
+    links = [link for k, link in enumerate(links)
+             if all((link.src, link.dst) != (o.src, o.dst) and (link.src, link.dst) != (o.dst, o.src)
+                    for o in links[:k])]
+    net = build_network(simpy.Environment(), names, links, [], TransportSpec(), np.random.default_rng(0),
+                        Recorder())
+    pairs = [(a, b) for a in names for b in names if a != b and nx.has_path(net.graph, a, b)]
+    rnd.shuffle(pairs)
+    for a, b in pairs:
+        assert net.route(a, b) == shortest_route(net.graph, a, b)
+    assert net._trees_to and net._trees_from  # the hubs did get trees

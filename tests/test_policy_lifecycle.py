@@ -104,8 +104,9 @@ def test_registry_refuses_a_name_mismatch_and_duplicates() -> None:
 
 
 def test_scenario_schema_imports_no_runtime_code() -> None:
-    runtime = ("netsim.hardware.compute", "netsim.network.network", "netsim.metrics", "netsim.context",
-               "netsim.simulation", "simpy")
+    runtime = ("netsim.hardware.compute", "netsim.network.network", "netsim.network.topology",
+               "netsim.network.channel", "netsim.metrics", "netsim.context", "netsim.simulation",
+               "netsim.validation", "netsim.world", "simpy")
     code = (f"import sys, netsim.scenario; bad = [m for m in sys.modules if m.startswith({runtime!r})]; "
             "print(bad); sys.exit(bool(bad))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

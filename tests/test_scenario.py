@@ -13,7 +13,7 @@ import yaml
 
 from netsim.errors import ScenarioError
 from netsim.scenario import load_scenario, parse_scenario, scenario_json_schema
-from netsim.world import check_scenario
+from netsim.validation import check_scenario
 
 BASE: dict[str, Any] = {
     "name": "t",
@@ -98,7 +98,7 @@ def test_extra_top_level_field() -> None:
                                   "models": [{"name": "shakespeare-slm", "charged_as": "qwen3-8b"}]},
          "topology.nodes.phone.models: models need "),
         ("topology.links", [{"src": "phone", "dst": "gw", "rate_mbps": 50}],
-         "topology.nodes.phone: no route to and from a cloud_only server (cloud)"),
+         "topology.nodes.phone: no route to and from any cloud_only server (cloud)"),
         ("policy", {"name": "edge_only"}, "policy.name: edge_only needs an edge node hosting a model; "
          "the device's own model is `device_only`"),
     ],

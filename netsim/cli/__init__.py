@@ -89,7 +89,7 @@ def validate(
     """Check a scenario without running it: exit 0, or exit 2 with one line per problem."""
     from netsim.budget import estimate
     from netsim.scenario import load_scenario, scenario_json_schema
-    from netsim.world import check_scenario
+    from netsim.validation import check_scenario
 
     if schema:
         typer.echo(json.dumps(scenario_json_schema(), indent=2))
@@ -116,9 +116,11 @@ def results_paragraph(summary: dict, out_dir: Path) -> str:
 
     rows = [("TTFT", summary["ttft_s"]), ("TPOT", summary["tpot_s"]), ("end-to-end", summary["e2e_s"])]
     bpt = summary["bytes_per_output_token"]
+    codes = ", ".join(f"{code} {n}" for code, n in (summary.get("fail_reasons") or {}).items())
     lines = [
         f"{summary['scenario']} with {summary['policy']} (seed {summary['seed']}): "
-        f"{summary['n_ok']}/{summary['n_requests']} requests ok, {summary['n_failed']} failed, "
+        f"{summary['n_ok']}/{summary['n_requests']} requests ok, {summary['n_failed']} failed"
+        f"{f' ({codes})' if codes else ''}, "
         f"{summary['n_output_tokens']:,} output tokens",
         f"  {'latency over ok requests':<26}{'mean':>12}{'p50':>12}{'p95':>12}",
         *(f"  {label:<26}{ms(s['mean']):>12}{ms(s['p50']):>12}{ms(s['p95']):>12}" for label, s in rows),
@@ -127,7 +129,7 @@ def results_paragraph(summary: dict, out_dir: Path) -> str:
         f"{'–' if bpt is None else f'{bpt:,.1f}'} per output token",
         f"  requesting devices' energy: {summary['energy_device_j']:.3g} J = radio "
         f"{summary['energy_radio_j']:.3g} J + compute {summary['energy_compute_j']:.3g} J "
-        "(idle energy per node in summary.json)",
+        "(idle energy per profile in summary.json)",
         f"  simulated time {summary['sim_end_s']:.3f} s; results in {out_dir}/",
     ]
     return "\n".join(lines)

@@ -48,7 +48,7 @@ from netsim.network.tcp import (
     is_last_round,
     round_segments,
 )
-from netsim.network.topology import build_graph, cell_medium_name, shortest_route
+from netsim.network.topology import build_graph, cell_medium_name, route_weight, shortest_route
 from netsim.recorder import Recorder
 
 __all__ = ["Delivery", "Network", "Path", "TransferFailed", "build_network"]
@@ -97,6 +97,12 @@ class Network:
         self._tcp = transport.kind == "tcp"
         self._max_retx = transport.max_retx
         self._paths: dict[tuple[str, str], Path] = {}
+        self._trees_to: dict[str, dict[str, list[str]]] = {}
+        """dst → {src: route from dst to src in the reversed graph}: every route into a hub"""
+        self._trees_from: dict[str, dict[str, list[str]]] = {}
+        """src → {dst: route}: every route out of a hub"""
+        self._seen_dst: dict[str, int] = {}
+        self._seen_src: dict[str, int] = {}
         self._connections: dict[tuple[str, str], Connection] = {}
 
     # -- routes -------------------------------------------------------------------------------------
@@ -106,7 +112,7 @@ class Network:
         key = (src, dst)
         path = self._paths.get(key)
         if path is None:
-            nodes = tuple(shortest_route(self.graph, src, dst))
+            nodes = tuple(self._route(src, dst))
             hops = tuple(self.links[pair] for pair in pairwise(nodes))
             rtt_s = sum(2.0 * link.delay_s + _serialization_s(link.mtu_bytes + link.header_bytes, link)
                         for link in hops)
@@ -122,6 +128,37 @@ class Network:
                 bdp_segments=bdp,
                 window_cap_segments=float(max(self.transport.init_cwnd_segments, bdp)))
         return path
+
+    def _route(self, src: str, dst: str) -> list[str]:
+        """Least-latency route, from a shortest-path tree when one endpoint is a hub.
+
+        One search per (src, dst) pair explores the whole cell again and again: 10,000 phones talking to
+        one cloud cost 10,000 searches of 10,000 nodes. An endpoint seen a second time becomes the root of
+        a tree (toward it, or away from it) that answers every later pair through it, so a fleet around a
+        few servers costs one search per server and direction. Ties between equal-latency routes are
+        broken by hop count (route_weight); exact ties beyond that may resolve differently by tree or
+        pair search, which no bundled topology has.
+        """
+        tree = self._trees_to.get(dst)
+        if tree is not None and src in tree:
+            return tree[src][::-1]
+        tree = self._trees_from.get(src)
+        if tree is not None and dst in tree:
+            return tree[dst]
+        self._seen_dst[dst] = self._seen_dst.get(dst, 0) + 1
+        self._seen_src[src] = self._seen_src.get(src, 0) + 1
+        if self._seen_dst[dst] >= 2 and dst in self.graph:
+            # paths from dst in the reversed graph are the routes into dst, reversed
+            tree = self._trees_to[dst] = nx.single_source_dijkstra_path(
+                self.graph.reverse(copy=False), dst, weight=route_weight)
+            if src in tree:
+                return tree[src][::-1]
+        elif self._seen_src[src] >= 2 and src in self.graph:
+            tree = self._trees_from[src] = nx.single_source_dijkstra_path(
+                self.graph, src, weight=route_weight)
+            if dst in tree:
+                return tree[dst]
+        return shortest_route(self.graph, src, dst)
 
     def route(self, src: str, dst: str) -> list[str]:
         """Node names from src to dst on the least-latency path (cached); InputError if none."""
