@@ -11,15 +11,11 @@ The public names load on first use (PEP 562), so `import netsim` stays cheap and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-__version__ = "0.1.0"
+from netsim.version import __version__
+
 __all__ = ["Results", "Scenario", "__version__", "load_scenario", "run"]
-
-if TYPE_CHECKING:
-    from netsim.results import Results
-    from netsim.scenario import Scenario, load_scenario
-    from netsim.simulation import run
 
 _PUBLIC = {"run": "netsim.simulation", "Results": "netsim.results", "Scenario": "netsim.scenario",
            "load_scenario": "netsim.scenario"}

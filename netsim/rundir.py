@@ -110,7 +110,7 @@ def read_marker(directory: Path) -> dict[str, Any] | None:
 
 
 def _marker(scenario: str, files: list[str]) -> dict[str, Any]:
-    from netsim import __version__
+    from netsim.version import __version__
 
     return {"netsim_version": __version__, "scenario": scenario, "files": files}
 

@@ -32,7 +32,7 @@ from netsim.inputfile import load_yaml, parse_yaml, show_key, show_path
 from netsim.lm.sampling import SamplingSpec
 from netsim.network.spec import CellSpec, LinkSpec, TransportSpec
 from netsim.paths import is_file_reference
-from netsim.policies import POLICY_NAMES, PolicySpec
+from netsim.policies.params import POLICY_NAMES, PolicySpec
 
 Role = Literal["device", "edge", "cloud", "router"]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]

@@ -8,16 +8,16 @@ from typing import Any
 
 import simpy
 
-import netsim
 from netsim.context import ProcessGenerator, RequestContext
 from netsim.lm.zoo import ModelStore
 from netsim.metrics import RequestRecord, requests_frame, summarize, token_accounting
 from netsim.network.delivery import TransferFailed
-from netsim.policies import POLICIES
 from netsim.policies.base import Policy
+from netsim.policies.registry import POLICIES
 from netsim.results import Results
 from netsim.scenario import Scenario
 from netsim.validation import check_scenario
+from netsim.version import __version__
 from netsim.workload import Request, make_requests
 from netsim.world import STREAM_WORKLOAD, Catalog, World, build_world, rng_for
 
@@ -48,7 +48,7 @@ def run(scenario: Scenario, store: ModelStore | None = None, on_request_done: Pr
         "scenario": scenario.name,
         "policy": scenario.policy.name,
         "seed": scenario.seed,
-        "netsim_version": netsim.__version__,
+        "netsim_version": __version__,
         **summarize(frame),
         "sim_end_s": env.now,
         "models": _models(world),
@@ -56,7 +56,7 @@ def run(scenario: Scenario, store: ModelStore | None = None, on_request_done: Pr
                                              _vocabularies(world)),
         "energy_idle_j_by_profile": _idle_energy(world),
     }
-    provenance = {"netsim_version": netsim.__version__, "models": _model_hashes(world)}
+    provenance = {"netsim_version": __version__, "models": _model_hashes(world)}
     return Results(scenario, frame, world.recorder.frame(), summary, provenance, tables)
 
 

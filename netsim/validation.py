@@ -19,7 +19,7 @@ from netsim.hardware.profile import DeviceProfile
 from netsim.lm.geometry import ModelGeometry
 from netsim.lm.zoo import ModelStore
 from netsim.network.topology import build_graph
-from netsim.policies import POLICIES
+from netsim.policies.registry import POLICIES
 from netsim.scenario import NodeSpec, Scenario
 from netsim.workload import check_workload_files
 from netsim.world import Catalog

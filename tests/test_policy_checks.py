@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from netsim.network.topology import build_graph
-from netsim.policies import POLICIES
 from netsim.policies.cloud_only import CloudOnly
 from netsim.policies.device_only import DeviceOnly
 from netsim.policies.edge_only import EdgeOnly
+from netsim.policies.registry import POLICIES
 from netsim.scenario import parse_scenario
 
 SLM, LLM = "shakespeare-slm", "shakespeare-llm"

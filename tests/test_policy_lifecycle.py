@@ -17,9 +17,9 @@ import pytest
 import netsim.simulation
 from netsim.context import RequestContext
 from netsim.lm.zoo import ModelStore
-from netsim.policies import POLICIES, _registry
-from netsim.policies.base import PolicyParams
 from netsim.policies.device_only import DeviceOnly
+from netsim.policies.params import PolicyParams
+from netsim.policies.registry import POLICIES, _registry
 from netsim.scenario import parse_scenario
 
 RAW: dict[str, Any] = {

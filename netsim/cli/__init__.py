@@ -28,7 +28,7 @@ app = typer.Typer(help="Simulate collaborative LLM inference over networks.", no
 
 def _show_version(value: bool) -> None:
     if value:
-        from netsim import __version__
+        from netsim.version import __version__
 
         typer.echo(f"netsim {__version__}")
         raise typer.Exit()

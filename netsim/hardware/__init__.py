@@ -6,21 +6,7 @@ The names below load on first use (PEP 562), so importing a profile schema does 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from netsim.hardware.batching import BatchingCompute
-    from netsim.hardware.compute import Compute, radio_energy_j
-    from netsim.hardware.cost import (
-        Cost,
-        batched_cost,
-        call_time_s,
-        decode_cost,
-        decode_tokens_per_s,
-        prefill_cost,
-        prefill_tokens_per_s,
-    )
-    from netsim.hardware.profile import DeviceProfile, list_profiles, load_profile, memory_needed_bytes
+from typing import Any
 
 _PUBLIC = {
     "BatchingCompute": "batching", "batched_cost": "cost",

@@ -7,13 +7,7 @@ without pulling in the engine.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from netsim.network.delivery import Delivery, TransferFailed
-    from netsim.network.network import Network, build_network
-    from netsim.network.spec import CellSpec, LinkSpec, MemberSpec, OutageSpec, TransportSpec
-    from netsim.network.topology import build_graph
+from typing import Any
 
 _PUBLIC = {
     "Delivery": "delivery", "TransferFailed": "delivery", "Network": "network", "build_network": "network",

@@ -21,15 +21,21 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Generator
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import simpy
 from simpy.events import NORMAL
 
-from netsim.network.channel import block_index
+from netsim.network.channel import Channel, block_index
 
-if TYPE_CHECKING:
-    from netsim.network.link import Link
+
+class Link(Protocol):
+    """What a medium needs of a link (netsim.network.link.Link, which imports this module)."""
+
+    src: str
+    dst: str
+    peak_bps: float
+    channel: Channel | None
 
 FINISH_TOLERANCE_S = 1e-9
 """A flow whose last bits would leave within this time of a timer counts as finished (float rounding)."""

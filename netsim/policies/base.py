@@ -1,5 +1,5 @@
-"""The small protocol every policy follows, and nothing else (no runtime imports: the scenario schema
-reads each policy's `Params` from here without pulling in the engine).
+"""The small protocol every policy follows. Parameters live in params.py (the scenario schema imports
+only that); this module and the policies refer to the scenario, world and context for types only.
 
 A policy's life in one run:
 1. `check(params, scenario, graph)` (classmethod) before anything is built: problems that need the
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from netsim.policies.params import PolicyParams
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -29,12 +29,6 @@ if TYPE_CHECKING:
     from netsim.context import ProcessGenerator, RequestContext
     from netsim.scenario import Scenario
     from netsim.world import World
-
-
-class PolicyParams(BaseModel):
-    """Base of every policy's parameters; `name` selects the policy (a discriminated union)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 P = TypeVar("P", bound=PolicyParams)

@@ -6,13 +6,8 @@ round trip before the first token, and a downlink message per token (the streami
 
 from __future__ import annotations
 
-from typing import Literal
-
-from netsim.policies.remote import ServerParams, ServerPolicy
-
-
-class CloudOnlyParams(ServerParams):
-    name: Literal["cloud_only"]
+from netsim.policies.params import CloudOnlyParams
+from netsim.policies.remote import ServerPolicy
 
 
 class CloudOnly(ServerPolicy):

@@ -10,22 +10,16 @@ compute speed and energy, with the SLM's quality.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from netsim.policies.base import Policy, PolicyParams
+from netsim.policies.base import Policy
+from netsim.policies.params import DeviceOnlyParams
 
 if TYPE_CHECKING:
     import networkx as nx
 
     from netsim.context import ProcessGenerator, RequestContext
     from netsim.scenario import Scenario
-
-
-class DeviceOnlyParams(PolicyParams):
-    name: Literal["device_only"]
-    model: str | None = Field(None, description="model on the device to use (default: its first)")
 
 
 class DeviceOnly(Policy[DeviceOnlyParams]):

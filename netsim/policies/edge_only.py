@@ -7,13 +7,8 @@ reachable edge node hosting the model with the least propagation delay from the 
 
 from __future__ import annotations
 
-from typing import Literal
-
-from netsim.policies.remote import ServerParams, ServerPolicy
-
-
-class EdgeOnlyParams(ServerParams):
-    name: Literal["edge_only"]
+from netsim.policies.params import EdgeOnlyParams
+from netsim.policies.remote import ServerPolicy
 
 
 class EdgeOnly(ServerPolicy):

@@ -13,29 +13,18 @@ from. What crosses the wire is one named encoding, not a mix:
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar
 
 import networkx as nx
-from pydantic import Field
 
 from netsim.payload import Payload, Text, TokenIds
-from netsim.policies.base import Policy, PolicyParams
+from netsim.policies.base import Policy
+from netsim.policies.params import ServerParams, WireFormat
 
 if TYPE_CHECKING:
     from netsim.context import ProcessGenerator, RequestContext
     from netsim.scenario import Scenario
     from netsim.world import HostedModel, Node
-
-WireFormat = Literal["token_ids", "api_text"]
-
-
-class ServerParams(PolicyParams):
-    server: str | None = Field(None, description="serving node (default: the nearest one of the policy's "
-                               "tier hosting the model)")
-    model: str | None = Field(None, description="model on the server (default: its first)")
-    wire: WireFormat = Field("token_ids", description="`token_ids`: prompt ids up, one id per token down; "
-                             "`api_text`: chat-completion JSON up, one SSE chunk per token down")
-
 
 class ServerPolicy(Policy[ServerParams]):
     """A policy in which one server of tier `role` answers the whole request."""
