@@ -269,3 +269,44 @@ def test_bad_sizes_are_refused(env: simpy.Environment, recorder: Recorder) -> No
     call = compute.run(decode_cost(TOY, 10, batch=3), request_id=1, kind="decode")
     with pytest.raises(ValueError, match="cannot fit a step of at most 2"):
         next(call)
+
+
+def test_a_batching_edge_serves_concurrent_requests_in_shared_steps(tmp_path) -> None:
+    """End to end: three phones ask the same prompt at t = 0 over identical links; a batching edge runs
+    one prefill step of 3 and then decode steps of 3, each exactly the batched roofline (weights read
+    once per step), so every request ends at the same time — not 3× a single request's time."""
+    import netsim
+    from netsim.hardware.cost import batched_cost, call_time_s, decode_cost, prefill_cost
+    from netsim.hardware.profile import load_profile
+    from netsim.lm.zoo import ModelStore
+    from netsim.scenario import parse_scenario
+
+    (tmp_path / "prompts.txt").write_text("Shall I compare thee to a summer's day?\n")
+    phones = {f"p{i}": {"role": "device", "profile": "oneplus-12"} for i in range(3)}
+    raw = {
+        "name": "batch", "seed": 1,
+        "topology": {
+            "nodes": {**phones, "edge": {"role": "edge", "profile": "nvidia-l4", "batching": {"max_batch": 8},
+                                         "models": [{"name": "shakespeare-llm", "charged_as": "qwen3-4b"}]}},
+            "links": [{"src": p, "dst": "edge", "rate_mbps": 100, "delay_ms": 2} for p in phones],
+        },
+        "workload": {"n_requests": 3, "max_new_tokens": 6,
+                     "prompts": {"source": "file", "path": str(tmp_path / "prompts.txt")}},
+        "policy": {"name": "edge_only"},
+    }
+    store = ModelStore()
+    res = netsim.run(parse_scenario(raw), store)
+    req, ev = res.requests, res.events
+    assert (req["status"] == "ok").all() and req["e2e_s"].n_unique() == 1
+    steps = ev.filter(ev["kind"].is_in(["prefill", "decode"]))
+    assert steps["detail"].str.ends_with("batch=3").all()
+    l4, card = load_profile("nvidia-l4"), store.card("qwen3-4b")
+    n_prompt, n_out = int(req["n_prompt_tokens"][0]), int(req["n_output_tokens"][0])
+    prefill = call_time_s(l4, batched_cost([prefill_cost(card, n_prompt)] * 3))
+    decodes = [call_time_s(l4, batched_cost([decode_cost(card, n_prompt + i - 1)] * 3))
+               for i in range(1, n_out)]
+    single = call_time_s(l4, prefill_cost(card, n_prompt))
+    assert steps.filter(steps["kind"] == "prefill")["duration_s"][0] == pytest.approx(prefill, rel=1e-12)
+    assert prefill < 3 * single  # sharing the weight reads is the point of batching
+    decode_steps = steps.filter(steps["kind"] == "decode")["duration_s"].unique(maintain_order=True).to_list()
+    assert decode_steps == pytest.approx(decodes, rel=1e-12)
