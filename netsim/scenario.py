@@ -217,6 +217,9 @@ class Scenario(_Strict):
     workload: WorkloadSpec
     policy: PolicySpec
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
+    sweep: dict[str, Any] | None = Field(
+        None, description="axes for `netsim sweep` (grid, zip, repeat; docs/sweeps.md); `netsim run` and "
+        "`validate` take the scenario as written, without the sweep")
 
     @model_validator(mode="before")
     @classmethod
