@@ -55,6 +55,7 @@ import simpy
 from simpy.core import EventPriority
 from simpy.events import NORMAL
 
+from netsim.hardware.compute import EnergyLedger
 from netsim.hardware.cost import Cost, batched_cost, call_time_s, roofline_s
 from netsim.hardware.profile import DeviceProfile
 from netsim.recorder import Recorder
@@ -93,7 +94,7 @@ class _Call:
         return self.kind == "prefill", self.cost.dtype, self.cost.weight_bytes, self.detail
 
 
-class BatchingCompute:
+class BatchingCompute(EnergyLedger):
     """The compute of one node as a continuous-batching engine. Use like `Compute`:
     `dt = yield from compute.run(decode_cost(geom, past_len), request_id=7, kind="decode")`."""
 
@@ -210,25 +211,6 @@ class BatchingCompute:
             used, total, roof_s = [float(call.cost.batch) for call in step], float(n_seqs), 0.0
         return [(overhead_s * call.cost.batch / n_seqs + roof_s * u / total) / step_s
                 for call, u in zip(step, used, strict=True)]
-
-    def energy_j(self, request_id: int | None) -> float:
-        """Active energy charged to `request_id` on this node: its shares of the steps it ran in."""
-        return self._energy_by_request.get(request_id, 0.0)
-
-    @property
-    def active_energy_j(self) -> float:
-        """Active energy of every finished step on this node."""
-        return self._active_energy_j
-
-    def idle_energy_j(self, t_end_s: float) -> float:
-        """Energy of the engine's idle time from t = 0 to `t_end_s`: P_idle · (T − busy)."""
-        idle_s = t_end_s - self.busy_s
-        if idle_s < -1e-9 * max(1.0, t_end_s):
-            raise ValueError(f"{self!r}: t_end_s={t_end_s} is before the end of the work done")
-        return self.profile.power_idle_w * max(idle_s, 0.0)
-
-    def total_energy_j(self, t_end_s: float) -> float:
-        return self._active_energy_j + self.idle_energy_j(t_end_s)
 
     @property
     def busy_slots(self) -> int:

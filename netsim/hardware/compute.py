@@ -23,7 +23,39 @@ from netsim.hardware.profile import DeviceProfile
 from netsim.recorder import Recorder
 
 
-class Compute:
+class EnergyLedger:
+    """Energy bookkeeping shared by every kind of node compute: active energy per request and in total,
+    idle energy of the slots' unused time. Subclasses set `profile`, `slots`, `busy_s`,
+    `_active_energy_j` and `_energy_by_request` as they charge calls."""
+
+    profile: DeviceProfile
+    slots: int
+    busy_s: float
+    _active_energy_j: float
+    _energy_by_request: defaultdict[int | None, float]
+
+    def energy_j(self, request_id: int | None) -> float:
+        """Active energy charged to `request_id` on this node (calls made with `request_id=None`
+        are charged to None; a batched step is shared among its calls); `active_energy_j` is the total."""
+        return self._energy_by_request.get(request_id, 0.0)
+
+    @property
+    def active_energy_j(self) -> float:
+        """Active energy of every finished call on this node."""
+        return self._active_energy_j
+
+    def idle_energy_j(self, t_end_s: float) -> float:
+        """Energy of the slots' idle time from t = 0 to `t_end_s`: P_idle · (slots · T − busy)."""
+        idle_s = self.slots * t_end_s - self.busy_s
+        if idle_s < -1e-9 * max(1.0, t_end_s):
+            raise ValueError(f"{self!r}: t_end_s={t_end_s} is before the end of the work done")
+        return self.profile.power_idle_w * max(idle_s, 0.0)
+
+    def total_energy_j(self, t_end_s: float) -> float:
+        return self._active_energy_j + self.idle_energy_j(t_end_s)
+
+
+class Compute(EnergyLedger):
     """The compute of one node. Use from a policy process: `dt = yield from compute.run(cost, ...)`."""
 
     def __init__(self, env: simpy.Environment, node: str, profile: DeviceProfile, recorder: Recorder,
@@ -65,26 +97,6 @@ class Compute:
         self.recorder.event(self.env.now, self.node, kind, request_id=request_id, nbytes=0,
                             duration_s=duration_s, detail=detail)
         return duration_s
-
-    def energy_j(self, request_id: int | None) -> float:
-        """Active energy charged to `request_id` on this node (calls made with `request_id=None`
-        are charged to None); `active_energy_j` is the node total."""
-        return self._energy_by_request.get(request_id, 0.0)
-
-    @property
-    def active_energy_j(self) -> float:
-        """Active energy of every finished call on this node."""
-        return self._active_energy_j
-
-    def idle_energy_j(self, t_end_s: float) -> float:
-        """Energy of the slots' idle time from t = 0 to `t_end_s`: P_idle · (slots · T − busy)."""
-        idle_s = self.slots * t_end_s - self.busy_s
-        if idle_s < -1e-9 * max(1.0, t_end_s):
-            raise ValueError(f"{self!r}: t_end_s={t_end_s} is before the end of the work done")
-        return self.profile.power_idle_w * max(idle_s, 0.0)
-
-    def total_energy_j(self, t_end_s: float) -> float:
-        return self._active_energy_j + self.idle_energy_j(t_end_s)
 
     @property
     def busy_slots(self) -> int:
