@@ -610,7 +610,7 @@ def check_run(case: Case, out_exists: bool) -> None:
 # --------------------------------------------------------------------------------------------- tests
 
 
-@settings(**COMMON, max_examples=400)
+@settings(**COMMON, max_examples=300)
 @given(case=mutated_scenarios())
 def test_validate_answers_every_mutated_scenario(case: Case) -> None:
     check_validate(case)
