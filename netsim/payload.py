@@ -57,6 +57,8 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 _FROM_GEOMETRY: dict[str, WireDtype] = {
     "float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8", "int4": "int4",
+    # KV cache dtypes without a wire name of their own (netsim/hardware/quant.py KvDtype): the nearest one
+    "fp8": "int8", "q8_0": "int8", "q4_0": "int4",
 }
 
 
@@ -205,7 +207,9 @@ class KVCache(Payload):
 
         body = n_tokens · 2 · L · H · (D / g) · (⌈g · b⌉ + s),   s = 2 for int8/int4, else 0
 
-    For float dtypes this is n_tokens · 2 · L · H · D · b, the geometry's own KV bytes per token.
+    With `dtype` None (and no `group_size`) the cache goes as the geometry stores it, in its KV dtype
+    (`geometry.kv_cache_dtype`: bf16 for a bf16 card, 16-bit for an int4 one unless configured):
+    body = n_tokens · 2 · L · H · D · b_kv, the geometry's own KV bytes per token.
     The bytes follow `geometry` (usually the cost card a run is charged as); `cache`, if given, is the
     content the producing model actually computed and may come from a smaller model.
     """
@@ -213,7 +217,7 @@ class KVCache(Payload):
     kind: ClassVar[str] = "kv_cache"
     geometry: ModelGeometry = field(repr=False)
     n_tokens: int
-    dtype: WireDtype | None = None  # None: as the geometry stores it (bf16 for a bf16 card)
+    dtype: WireDtype | None = None  # None: as the geometry stores its KV cache (its kv_cache_dtype)
     layers: tuple[int, ...] | None = None
     group_size: int | None = None
     cache: CacheArrays | None = field(default=None, compare=False, repr=False)
@@ -237,7 +241,7 @@ class KVCache(Payload):
 
     @property
     def wire_dtype(self) -> WireDtype:
-        return self.dtype if self.dtype is not None else _FROM_GEOMETRY[self.geometry.dtype]
+        return self.dtype if self.dtype is not None else _FROM_GEOMETRY[self.geometry.kv_cache_dtype]
 
     @property
     def n_layers(self) -> int:
@@ -247,6 +251,8 @@ class KVCache(Payload):
     def bytes_per_token(self) -> int:
         """Body bytes per position (the header is per message, not per token)."""
         g, dtype = self.geometry, self.wire_dtype
+        if self.dtype is None and self.group_size is None:  # as stored: the KV dtype's own bytes
+            return int(2 * self.n_layers * g.n_kv_heads * g.head_dim * g.kv_bytes_per_element)
         quantised = dtype not in FLOAT_DTYPES
         group = (self.group_size or g.head_dim) if quantised else g.head_dim
         per_group = math.ceil(group * element_nbytes(dtype)) + (SCALE_BYTES if quantised else 0)

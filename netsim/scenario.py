@@ -28,6 +28,7 @@ from pydantic import (
 
 from netsim.errors import InputError, ScenarioError
 from netsim.groups import PLACEMENT_TAGS, GroupSpec, contract, expand
+from netsim.hardware.quant import KvDtype, canonical_format
 from netsim.inputfile import load_yaml, parse_yaml, show_key, show_path
 from netsim.lm.sampling import SamplingSpec
 from netsim.network.spec import CellSpec, LinkSpec, TransportSpec
@@ -44,12 +45,26 @@ class _Strict(BaseModel):
 
 
 class ModelRef(_Strict):
-    """A model hosted on a node; `charged_as` bills its compute and bytes as a public model's cost card."""
+    """A model hosted on a node; `charged_as` bills its compute and bytes as a public model's cost card,
+    `format` and `kv_dtype` say how that node stores its weights and KV cache (docs/hardware.md)."""
 
     name: str = Field(min_length=1, description="bundled or cached model (see `netsim models list`)")
     charged_as: str | None = Field(
         None, min_length=1,
         description="cost card name (e.g. qwen3-0.6b) or a card file path; tokens still come from `name`")
+    format: str | None = Field(
+        None, min_length=1,
+        description="weight format charged: a GGUF type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K_S, Q4_K_M, "
+                    "Q5_K_S, Q5_K_M, Q6_K), awq-g32/64/128, gptq-g32/64/128, fp8, or a plain dtype (fp32, "
+                    "fp16, bf16, int8, int4); default: the card's (or model's) dtype")
+    kv_dtype: KvDtype | None = Field(
+        None, description="KV cache dtype charged: float32, float16, bfloat16, fp8, int8, q8_0 or q4_0; "
+                          "default: the weights' float dtype, float16 for int8/int4 weights")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        return None if value is None else canonical_format(value)
 
     @model_validator(mode="before")
     @classmethod

@@ -85,8 +85,9 @@ def _node_problems(where: str, spec: NodeSpec, catalog: Catalog
             geometry = catalog.manifest(ref.name).geometry
             if ref.charged_as:
                 geometry = catalog.card(ref.charged_as)
-            charged.append(geometry)
-        except InputError as exc:
-            field_name = "charged_as" if ref.charged_as and "card" in str(exc) else "name"
+            charged.append(geometry.charged_with(ref.format, ref.kv_dtype))  # as the world will charge it
+        except ValueError as exc:  # InputError: the model or card; else a format that cannot pack
+            field_name = ("format" if not isinstance(exc, InputError)
+                          else "charged_as" if ref.charged_as and "card" in str(exc) else "name")
             problems.append(f"{where}.models[{i}].{field_name}: {exc}")
     return problems, profile, charged

@@ -200,6 +200,7 @@ def build_world(scenario: Scenario, store: ModelStore | None = None, *, catalog:
             if ref not in hosted_by_ref:
                 lm = store.load(ref.name)
                 charged = catalog.card(ref.charged_as) if ref.charged_as else lm.geometry
+                charged = charged.charged_with(ref.format, ref.kv_dtype)  # the node's weight format, KV dtype
                 hosted_by_ref[ref] = HostedModel(ref.name, lm, charged, ref.charged_as)
             hosted.append(hosted_by_ref[ref])
         compute = (BatchingCompute(env, name, profile, recorder, max_batch=spec.batching.max_batch)

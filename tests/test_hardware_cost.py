@@ -123,3 +123,26 @@ def test_fused_costs_add_and_reject_mixed_dtypes() -> None:
 def test_bad_call_shapes_are_refused(shape: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="bad call shape"):
         prefill_cost(TOY, **shape)
+
+
+def test_kv_reads_are_charged_in_the_kv_dtype_not_the_weights() -> None:
+    """int4 weights (0.5 B each) with the runtime's default fp16 cache: the weights term shrinks 4×, the KV
+    term stays 256 B per cached token; an fp8 cache halves it (128 B)."""
+    int4 = TOY.model_copy(update={"dtype": "int4"})
+    c = decode_cost(int4, past_len=10)
+    # weights 993,600·0.5 + embedding row 64·0.5 + KV read 10·256 + write 1·256 (fp16 cache)
+    assert c.bytes_moved == 496_800 + 32 + 2_560 + 256
+    fp8_cache = TOY.charged_with(kv_dtype="fp8")
+    assert decode_cost(fp8_cache, 10_010).bytes_moved - decode_cost(fp8_cache, 10).bytes_moved == 10_000 * 128
+
+
+def test_a_weight_format_streams_its_real_bytes() -> None:
+    """Q8_0 (34 B per 32 weights) on the toy: the untied head 100×64 and the table at Q8_0 too (Q8_0 stays
+    Q8_0), its matrices 2·(64·64 + 2·64·32 + 64·64 + 3·64·128) = 73,728 weights, the remaining
+    1,000,000 − 73,728 − 2·6,400 = 913,472 one-dimensional parameters in F32 (4 B)."""
+    q8 = TOY.charged_with("Q8_0")
+    table, matrices, other = 6_400 // 32 * 34, 73_728 // 32 * 34, 913_472 * 4
+    assert q8.weight_bytes == 2 * table + matrices + other
+    c = decode_cost(q8, past_len=10)
+    assert c.weight_bytes == table + matrices + other  # body + head; the input table is only looked up
+    assert c.bytes_moved == c.weight_bytes + 64 // 32 * 34 + 11 * 256  # one Q8_0 row, KV at fp16

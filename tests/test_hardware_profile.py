@@ -108,8 +108,9 @@ def test_memory_needed_is_weights_plus_kv() -> None:
     # 6,738,415,616 params x 2 B; KV 2·32·32·128·2 B = 524,288 B per token
     assert memory_needed_bytes([fp16]) == 13_476_831_232
     assert memory_needed_bytes([fp16], kv_tokens=1000) == 13_476_831_232 + 524_288_000
+    # int4 weights keep a 16-bit cache (the runtime default, netsim/hardware/quant.py), not a 4-bit one
     assert memory_needed_bytes([fp16, int4], kv_tokens=10) == (13_476_831_232 + 5_242_880
-                                                               + 3_369_207_808 + 1_310_720)
+                                                               + 3_369_207_808 + 5_242_880)
     with pytest.raises(ValueError):
         memory_needed_bytes([fp16], kv_tokens=-1)
 
@@ -121,10 +122,10 @@ def test_a_model_that_does_not_fit_is_reported() -> None:
     assert not nano.fits([fp16]) and agx.fits([fp16])
     problem = nano.fit_problem([fp16])
     assert problem is not None and "jetson-orin-nano" in problem and "13.48 GB" in problem
-    # int4 weights 3.37 GB + KV 2·32·32·128·0.5 = 131,072 B/token: 8,192 tokens → 4.44 GB fits the
-    # 5.20 GB usable (8 GiB − 3.39 GB reserved), 16,384 tokens → 5.52 GB does not
-    assert nano.fits([int4], kv_tokens=8192) and nano.fit_problem([int4], kv_tokens=8192) is None
-    assert not nano.fits([int4], kv_tokens=16_384)
+    # int4 weights 3.37 GB + an fp16 KV cache 2·32·32·128·2 = 524,288 B/token: 2,048 tokens → 4.44 GB fits
+    # the 5.20 GB usable (8 GiB − 3.39 GB reserved), 4,096 tokens → 5.52 GB does not
+    assert nano.fits([int4], kv_tokens=2048) and nano.fit_problem([int4], kv_tokens=2048) is None
+    assert not nano.fits([int4], kv_tokens=4096)
 
 
 def test_every_profile_reports_a_peak_for_every_dtype() -> None:

@@ -277,8 +277,8 @@ def _hand_horizon_s(scenario: Scenario, arrival_s: float) -> float:
     up_rate_bps = _graph_rate(scenario, "phone", "gnb")
     down_rate_bps = _graph_rate(scenario, "gnb", "phone")
     rtt_s = 2 * (5e-3 + 10e-3)  # cell delay 5 ms (default) + link 10 ms, both ways
-    wire_s = (8 * (MESSAGE_HEADER_BYTES + 400 + 40) / min(up_rate_bps, 1e9)
-              + 4 * 8 * (tokens_nbytes(1) + 40) / min(down_rate_bps, 1e9))
+    wire_s = (8 * (MESSAGE_HEADER_BYTES + 400 + 52) / min(up_rate_bps, 1e9)
+              + 4 * 8 * (tokens_nbytes(1) + 52) / min(down_rate_bps, 1e9))
     compute = []
     for node, model in (("phone", "shakespeare-slm"), ("cloud", "shakespeare-llm")):
         profile = load_profile(scenario.topology.nodes[node].profile or "")
@@ -309,8 +309,8 @@ def test_fading_blocks_count_the_air_time_of_faded_directions() -> None:
     scenario = parse_scenario(edited({f"{CELL}.fading": "rayleigh", f"{CELL}.coherence_ms": 0.5}))
     up_bps, down_bps = _graph_rate(scenario, "phone", "gnb"), _graph_rate(scenario, "gnb", "phone")
     coherence_s = 0.5e-3
-    up = 2 * (8 * (MESSAGE_HEADER_BYTES + 400 + 40) / up_bps * FADING_STALL / coherence_s + 1)
-    down = 2 * (4 * 8 * (tokens_nbytes(1) + 40) / down_bps * FADING_STALL / coherence_s + 4)
+    up = 2 * (8 * (MESSAGE_HEADER_BYTES + 400 + 52) / up_bps * FADING_STALL / coherence_s + 1)
+    down = 2 * (4 * 8 * (tokens_nbytes(1) + 52) / down_bps * FADING_STALL / coherence_s + 4)
     assert estimate(scenario).fading_blocks == pytest.approx(up + down)
     fixed_up = parse_scenario(edited({f"{CELL}.fading": "rayleigh", f"{CELL}.coherence_ms": 0.5,
                                       f"{CELL}.uplink_mbps": 5}))

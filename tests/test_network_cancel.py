@@ -24,7 +24,7 @@ from netsim.network import (
 from netsim.recorder import Recorder
 
 
-def wire_nbytes(nbytes: int, mtu: int = 1500, header: int = 40) -> int:
+def wire_nbytes(nbytes: int, mtu: int = 1500, header: int = 52) -> int:
     return nbytes + max(1, math.ceil(nbytes / (mtu - header))) * header
 
 
@@ -194,7 +194,7 @@ def test_tcp_abandoned_between_rounds_counts_the_rounds_sent(env, recorder):
     the ACK (RTT ≈ 41.2 ms). Interrupted at 30 ms, inside that wait: 15,000 B abandoned, none pending."""
     link = LinkSpec(src="a", dst="b", rate_mbps=10, delay_ms=20)
     net = make_net(env, recorder, [link], transport=TransportSpec(kind="tcp"))
-    handshake_s = 2 * 0.020 + 2 * 40 * 8 / 10e6
+    handshake_s = 2 * 0.020 + (2 * (52 + 4) + 52) * 8 / 10e6  # SYN, SYN-ACK (+4 B options), ACK
     box = launch(env, net, "a", "b", 1_000_000, give_up_at_s=handshake_s + 0.030)
     env.run()
     assert box == {"interrupted": "deadline"}
@@ -206,7 +206,7 @@ def test_tcp_abandoned_between_rounds_counts_the_rounds_sent(env, recorder):
 def test_tcp_abandoned_mid_round_and_during_handshake(env, recorder):
     link = LinkSpec(src="a", dst="b", rate_mbps=10, delay_ms=20)
     net = make_net(env, recorder, [link], transport=TransportSpec(kind="tcp"))
-    handshake_s = 2 * 0.020 + 2 * 40 * 8 / 10e6
+    handshake_s = 2 * 0.020 + (2 * (52 + 4) + 52) * 8 / 10e6  # SYN, SYN-ACK (+4 B options), ACK
     mid = launch(env, net, "a", "b", 1_000_000, give_up_at_s=handshake_s + 0.006)  # round 1 half out
     shaking = launch(env, net, "b", "a", 1000, at_s=0.001, give_up_at_s=0.002)  # waits for the handshake
     env.run()

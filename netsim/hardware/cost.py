@@ -6,7 +6,9 @@ only in `call_time_s`. Derivation of every term is in docs/hardware.md ("Cost of
 Notation (per call): L layers, H query heads, d head dim, V vocab, D hidden, b bytes/element,
 P_body = matmul parameters of the transformer blocks, P_head = V·D (the LM head; tied or not it is one
 V×D matmul per token that needs logits), n new tokens per sequence, p cached tokens per sequence,
-B sequences in the batch, k_kv = KV bytes per token (2·L·kv_heads·d·b).
+B sequences in the batch, k_kv = KV bytes per token (2·L·kv_heads·d·b_kv, b_kv the KV cache dtype's
+bytes — bf16/fp16 for an int4 model unless configured). With a weight format (quant.py) the weights
+are its real bytes (scales, tensors kept wider) instead of P·b.
 """
 
 from __future__ import annotations
@@ -63,10 +65,12 @@ def forward_cost(geom: ModelGeometry, n_tokens: int, past_len: int, batch: int, 
       3. attention:      4 · L · H · d · Σ_i (p + i)          per sequence
          (QKᵀ: 2·H·d FLOPs per (query, key) pair per layer; softmax·V: the same again)
     Bytes moved (DRAM ↔ chip; weights are streamed once per call and shared by the whole batch):
-      4. weights:        (P_body + P_head) · b                once per call
-      5. embedding rows: B · n · D · b                        input lookups
+      4. weights:        (P_body + P_head) · b                once per call (a format: its bytes)
+      5. embedding rows: B · n · D · b                        input lookups (a format: its row bytes)
       6. KV read:        B · p · k_kv                         cached keys/values attended to
       7. KV write:       B · n · k_kv                         new keys/values appended
+    k_kv is in the KV cache's dtype (`geom.kv_cache_dtype`), which a runtime keeps at 16 bits for
+    int4/int8 weights unless configured narrower.
     Activations are left out: at decode they are O(B·n·D) ≪ weights, and where they grow (long
     prefill) the call is compute-bound, so they do not change the max() in `call_time_s`.
     """
@@ -75,17 +79,16 @@ def forward_cost(geom: ModelGeometry, n_tokens: int, past_len: int, batch: int, 
                          f"n_logits={n_logits}")
     p_head = geom.vocab_size * geom.hidden_size
     p_body = geom.n_non_embedding_params - p_head
-    b = geom.bytes_per_element
-    kv_per_token = geom.kv_bytes_per_token
+    kv_per_token = geom.kv_bytes_per_token  # in the KV cache's own dtype, not the weights'
     flops_per_seq = (
         2.0 * p_body * n_tokens
         + 2.0 * p_head * n_logits
         + 4.0 * geom.n_layers * geom.n_heads * geom.head_dim * attention_context_sum(n_tokens, past_len)
     )
-    weight_bytes = (p_body + p_head) * b
+    weight_bytes = geom.streamed_weight_bytes  # (P_body + P_head)·b, or the format's bytes of them
     bytes_moved = (
         weight_bytes
-        + batch * n_tokens * geom.hidden_size * b
+        + batch * n_tokens * geom.embedding_row_bytes
         + batch * past_len * kv_per_token
         + batch * n_tokens * kv_per_token
     )

@@ -142,7 +142,9 @@ def memory_needed_bytes(geometries: Sequence[ModelGeometry], kv_tokens: int = 0)
     """Resident bytes of the hosted models: all weights + KV cache of `kv_tokens` tokens in each model.
 
     `kv_tokens` is the number of token positions cached at once (sum over concurrent sequences of
-    their context length); every hosted model keeps its own cache for them.
+    their context length); every hosted model keeps its own cache for them. Weights count at their
+    format's real bytes (`ModelGeometry.weight_bytes`), the cache at its own dtype (`kv_cache_dtype`:
+    an int4 model's cache is 16-bit unless configured), not at the weights' width.
     """
     if kv_tokens < 0:
         raise ValueError(f"kv_tokens must be >= 0, got {kv_tokens}")

@@ -45,6 +45,7 @@ from netsim.network.tcp import (
     Window,
     WindowSender,
     bdp_segments,
+    handshake_nbytes,
     is_last_round,
     round_segments,
 )
@@ -66,7 +67,8 @@ class Path:
     """idle round trip of the TCP model: per hop 2·delay + one data packet and its ACK serialized at the
     hop's peak rate (a faded cell member: its mean-SNR rate)"""
     handshake_s: float
-    """SYN + SYN-ACK: per hop 2·delay + two header-only packets serialized"""
+    """SYN, SYN-ACK and the final ACK: per hop 2·delay + the three packets serialised (`handshake_nbytes`),
+    after which the first data segment goes out"""
     connection: tuple[str, str]
     """the unordered node pair a TCP connection is keyed by"""
     rwnd_segments: int
@@ -121,8 +123,8 @@ class Network:
                 nodes, hops,
                 delay_s=sum(link.delay_s for link in hops),
                 rtt_s=rtt_s,
-                handshake_s=sum(2.0 * link.delay_s + _serialization_s(2 * link.header_bytes, link)
-                                for link in hops),
+                handshake_s=sum(2.0 * link.delay_s + _serialization_s(handshake_nbytes(link.header_bytes),
+                                                                       link) for link in hops),
                 connection=(src, dst) if src < dst else (dst, src),
                 rwnd_segments=max(1, self.transport.rcv_buffer_bytes // hops[0].mss_bytes) if hops else 1,
                 bdp_segments=bdp,

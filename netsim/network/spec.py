@@ -102,8 +102,10 @@ class LinkSpec(_Strict):
         description="largest packet on the wire, headers included, bytes: 68 (IPv4 minimum, RFC 791) to "
                     "65535 (IPv4 maximum)")
     header_bytes: int = Field(
-        40, ge=0, le=1024,
-        description="header bytes per packet (IPv4 20 + TCP 20 by default): 0 to 1024, below mtu_bytes")
+        52, ge=0, le=1024,
+        description="header bytes per packet, 0 to 1024, below mtu_bytes; default IPv4 20 + TCP 20 + the "
+                    "timestamps option 12 (on by default in Linux, RFC 7323), no link layer: add its framing "
+                    "to header_bytes and mtu_bytes to count it (docs/network.md)")
     outages: list[OutageSpec] = Field(default_factory=list, description="intervals when the link is down")
 
     @model_validator(mode="after")
@@ -219,7 +221,10 @@ class CellSpec(_Strict):
         0.0, ge=0, lt=1, description="per-packet loss probability after HARQ, retransmitted: 0 to below 1")
     mtu_bytes: int = Field(
         1500, ge=68, le=65535, description="largest packet on the air, headers included, bytes: 68 to 65535")
-    header_bytes: int = Field(40, ge=0, le=1024, description="header bytes per packet: 0 to 1024")
+    header_bytes: int = Field(
+        52, ge=0, le=1024,
+        description="header bytes per packet, 0 to 1024; default IPv4 20 + TCP 20 + timestamps 12, "
+                    "no link layer")
     outages: list[OutageSpec] = Field(default_factory=list, description="intervals when the cell is down")
     uplink_mbps: float | None = Field(
         None, ge=RATE_MIN_MBPS, le=RATE_MAX_MBPS,

@@ -14,6 +14,9 @@ and no loss lies ahead, the rest of the message goes as one burst (no per-round 
 connection restarts from min(cwnd, IW) after one RTO (RFC 5681 §4.1, Linux slow-start-after-idle).
 A sender that gives up part-way (its process interrupted) has sent the rounds already out plus the part
 of the current one; `WindowSender` keeps both so the network can count them as abandoned.
+
+Connection set-up is the three-way handshake, serialised packet by packet: SYN, SYN-ACK and the final
+ACK, after which the first data segment follows the ACK onto the wire (`handshake_nbytes`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,21 @@ import simpy
 
 from netsim.network.link import Link, WirePlan
 from netsim.network.medium import Flow
+
+SYN_OPTION_BYTES = 4
+"""What a SYN or SYN-ACK carries beyond a data segment's header, with timestamps on. Every segment has
+the timestamps option (10 bytes, RFC 7323 §3, padded to 12); a SYN adds window scale (3 bytes, RFC 7323
+§2) and SACK-permitted (2 bytes, RFC 2018), so its options are 15 bytes, padded to 16: 4 more. This is
+ns-3's TcpSocketBase (Timestamp, WindowScaling and Sack on by default; `SendEmptyPacket` adds WS and
+SACK-permitted to SYNs, `TcpHeader::CalculateHeaderLength` pads to 32-bit words). Linux also puts MSS
+(4 bytes) in its SYNs, 8 more than a data header: 4 bytes per SYN are not modelled for Linux."""
+
+
+def handshake_nbytes(header_bytes: int) -> int:
+    """Wire bytes serialised before the first data segment: SYN and SYN-ACK (header + SYN options) and
+    the final ACK (a bare header). ns-3 point-to-point defaults (header_bytes 54 = PPP 2 + IPv4 20 + TCP
+    20 + timestamps 12): 58 + 58 + 54 = 170 bytes."""
+    return 2 * (header_bytes + SYN_OPTION_BYTES) + header_bytes
 
 
 @dataclass(slots=True)
