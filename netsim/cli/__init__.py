@@ -48,11 +48,13 @@ def _mount_subapps() -> None:
         return
     from netsim.cli.models import app as models_app
     from netsim.cli.profiles import app as profiles_app
+    from netsim.cli.report import report_command
     from netsim.cli.sweep import sweep_command
 
     app.add_typer(models_app, name="models", help="Bundled and cached language models, cost cards.")
     app.add_typer(profiles_app, name="profiles", help="Device hardware profiles.")
     app.command("sweep")(sweep_command)
+    app.command("report")(report_command)
 
 
 @app.command()
