@@ -286,9 +286,9 @@ def test_send_books_payload_bytes_direction_energy_and_kind() -> None:
     assert oneplus.radio_tx_j_per_bit is not None and oneplus.radio_rx_j_per_bit is not None
     radio_j = oneplus.radio_tx_j_per_bit * 8 * up.nbytes + oneplus.radio_rx_j_per_bit * 8 * down.nbytes
     assert rec.energy_radio_j == pytest.approx(radio_j, rel=1e-12)
-    # ideal transport, one flow, one packet: (payload + 40 B TCP/IP header) at line rate, plus propagation
+    # ideal transport, one flow, one packet: (payload + 52 B TCP/IP header) at line rate, plus propagation
     for payload, elapsed in zip((up, down), times[:2], strict=True):
-        assert elapsed == pytest.approx(8 * (payload.nbytes + 40) / (RATE_MBPS * 1e6) + DELAY_MS / 1e3,
+        assert elapsed == pytest.approx(8 * (payload.nbytes + 52) / (RATE_MBPS * 1e6) + DELAY_MS / 1e3,
                                         rel=1e-9)
     # each hop is one `tx` event carrying the payload's size, tagged with the payload's kind
     tx = [(e.node, e.nbytes, e.detail, e.request_id) for e in world.recorder.events if e.kind == "tx"]

@@ -23,6 +23,7 @@ import polars as pl
 import pytest
 
 from netsim.paths import PROJECT_ROOT, cache_dir
+from netsim.version import __version__
 
 DATA_DIRS = ("device_profiles", "models", "scenarios")
 DATA_SUFFIXES = {".yaml", ".yml", ".onnx", ".json", ".md"}
@@ -90,7 +91,7 @@ def test_the_wheel_carries_the_data_inside_the_package(dist: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for top in DATA_DIRS:
         assert {f"netsim/_data/{n}" for n in _source_files(top)} <= names, f"wheel misses files of {top}/"
-    assert {n.split("/")[0] for n in names} == {"netsim", "netsim-0.1.0.dist-info"}
+    assert {n.split("/")[0] for n in names} == {"netsim", f"netsim-{__version__}.dist-info"}
     assert not [n for n in names if n.endswith(".pyc") or "__pycache__" in n]
 
 
