@@ -4,12 +4,15 @@
     python scripts/train_fusers.py --pairs shakespeare-llm--shakespeare-slm
     python scripts/train_fusers.py --retrain                    # ignore checkpoints and shipped fusers
     python scripts/train_fusers.py --budget-scale 0.02          # quick smoke run (poor fusers)
+    python scripts/train_fusers.py --stage score                # recompute the shipped fusers' scores
 
 Resumable: each pair trains into `.cache/fusers/<pair>/checkpoint.pt` (saved every 100 steps) and logs to
 `.cache/fusers/<pair>/train.log`; a rerun continues an unfinished run to the same CPU budget, drawing the
 same batches, and exports a finished one. Training runs single-threaded (CPU time of one thread is the
 budget, as for the zoo). The exported fuser is checked against torch, then scored with onnxruntime only —
-the same code path simulations use — on held-out passages: the receiver's NLL alone and with fusion.
+the same code path simulations use — on held-out passages: the receiver's NLL alone, with fusion, and
+with fusion fed another passage's sender cache (a control: what the fuser gains without the sender's view
+of the text is adapter capacity, not communication).
 """
 
 from __future__ import annotations
@@ -177,11 +180,26 @@ def score(fuser: Fuser, sender_dir: Path, receiver_dir: Path) -> dict[str, Any]:
     fuser.check_pair(sender, receiver)
     texts = next_token_passages(heldout_works(), EVAL_PASSAGES, seed=EVAL_SEED)
     windows = heldout_windows(receiver.tokenizer, texts, EVAL_PREFIX + EVAL_CONTINUATION + 1)
-    result = fusion_nll(sender, receiver, fuser, windows, EVAL_PREFIX)
+    result = fusion_nll(sender, receiver, fuser, windows, EVAL_PREFIX, control=True)
     return {**{k: round(float(v), 4) if k != "tokens" else int(v) for k, v in result.items()},
-            "delta": round(result["nll_fused"] - result["nll_alone"], 4), "passages": len(windows),
+            "delta": round(result["nll_fused"] - result["nll_alone"], 4),
+            "delta_other_sender": round(result["nll_other_sender"] - result["nll_alone"], 4),
+            "passages": len(windows),
             "passage_seed": EVAL_SEED, "prefix_tokens": EVAL_PREFIX, "continuation_tokens": EVAL_CONTINUATION,
             "how": "netsim.lm.fuser.fusion_nll on netsim.lm.evaluate.next_token_passages(heldout_works())"}
+
+
+def rescore(sender_name: str, receiver_name: str) -> None:
+    """Recompute a shipped fuser's held-out scores and rewrite its manifest (the ONNX file is untouched)."""
+    name = pair_name(sender_name, receiver_name)
+    out_dir = MODELS_DIR / FUSERS_SUBDIR / name
+    log = log_to(WORK_DIR / name / "train.log")
+    fuser = Fuser.load(out_dir)
+    scores = score(fuser, MODELS_DIR / sender_name, MODELS_DIR / receiver_name)
+    provenance = {**fuser.manifest.provenance, "heldout": scores}
+    write_fuser_manifest(out_dir, fuser.manifest.model_copy(update={"provenance": provenance}))
+    log(f"{name}: re-scored: alone {scores['nll_alone']:.4f}, fused {scores['nll_fused']:.4f}, other "
+        f"sender's cache {scores['nll_other_sender']:.4f} over {scores['tokens']:,} tokens")
 
 
 def _manifest(name: str, sender: PairSide, receiver: PairSide, fuser: Any, n_params: int, out_dir: Path,
@@ -222,9 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", nargs="+", choices=names, default=names)
     parser.add_argument("--retrain", action="store_true", help="ignore checkpoints and shipped fusers")
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every CPU budget")
+    parser.add_argument("--stage", choices=["all", "score"], default="all",
+                        help="score: only recompute the shipped fusers' held-out scores")
     args = parser.parse_args(argv)
     for (sender, receiver), cfg in PAIRS.items():
-        if pair_name(sender, receiver) in args.pairs:
+        if pair_name(sender, receiver) not in args.pairs:
+            continue
+        if args.stage == "score":
+            rescore(sender, receiver)
+        else:
             scaled = cfg.model_copy(update={"budget_s": cfg.budget_s * args.budget_scale})
             run_pair(sender, receiver, scaled, retrain=args.retrain)
     return 0

@@ -330,3 +330,6 @@ def test_shipped_fuser_lowers_the_receivers_heldout_nll() -> None:
     assert result["nll_alone"] - result["nll_fused"] > 2 * result["delta_stderr"]
     recorded = fuser.manifest.provenance["heldout"]  # the manifest's 8,192 tokens, same code path
     assert recorded["tokens"] >= 8192 and -recorded["delta"] > 2 * recorded["delta_stderr"]
+    # and the gain needs the sender's cache of the same text: another passage's cache gains less
+    gap = recorded["nll_other_sender"] - recorded["nll_fused"]
+    assert gap > 2 * recorded["other_sender_gap_stderr"]

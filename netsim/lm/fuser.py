@@ -402,7 +402,7 @@ def _nll_sum(logits: np.ndarray, targets: Sequence[int]) -> float:
 
 
 def fusion_nll(sender: OnnxCausalLM, receiver: OnnxCausalLM, fuser: Fuser, windows: Sequence[Sequence[int]],
-               n_prefix: int) -> dict[str, float]:
+               n_prefix: int, *, control: bool = False) -> dict[str, float]:
     """Receiver NLL (nats/token) on each window's continuation, alone and on the fused prefix cache.
 
     Each window holds token ids of one tokenizer shared by the pair (identity alignment): its first
@@ -410,29 +410,43 @@ def fusion_nll(sender: OnnxCausalLM, receiver: OnnxCausalLM, fuser: Fuser, windo
     receiver feeds tokens n_prefix.. on top and is scored on predicting tokens n_prefix+1.. — the split
     of eq. 1 (module doc). Returns nll_alone, nll_fused, tokens, and delta_stderr: the standard error of
     the mean per-token difference, windows as the paired units.
+
+    `control` adds nll_other_sender: the same fusion fed the sender's cache of the *next* window's
+    prefix (same length, other text). The fuser also sees the receiver's own cache, so part of a gain can
+    come from it acting as an adapter on the receiver; what fusion with the right sender adds beyond that
+    is the sender's contribution (other_sender_gap_stderr: its paired standard error).
     """
     if fuser.manifest.alignment != "identity":
         raise ValueError(f"fusion_nll scores token windows of one tokenizer; {fuser.name} aligns "
                          f"{fuser.manifest.alignment}")
-    alone, fused_nll, counts = [], [], []
     for window in windows:
-        ids = list(window)
-        if not 0 < n_prefix < len(ids) - 1:
-            raise ValueError(f"fusion_nll: window of {len(ids)} tokens leaves nothing after {n_prefix}")
-        prefix, rest = ids[:n_prefix], ids[n_prefix:]
-        _, own = receiver.prefill(prefix)
-        _, theirs = sender.prefill(prefix)
-        fused = fuser.fuse(theirs, own)
+        if not 0 < n_prefix < len(window) - 1:
+            raise ValueError(f"fusion_nll: window of {len(window)} tokens leaves nothing after {n_prefix}")
+    theirs = [sender.prefill(list(w[:n_prefix]))[1] for w in windows]
+    alone, fused_nll, other, counts = [], [], [], []
+    for i, window in enumerate(windows):
+        rest = list(window[n_prefix:])
+        _, own = receiver.prefill(list(window[:n_prefix]))
         logits_alone, _ = receiver.verify(rest[:-1], own)  # (len(rest) − 1, V): row i predicts rest[i + 1]
-        logits_fused, _ = receiver.verify(rest[:-1], fused)
+        logits_fused, _ = receiver.verify(rest[:-1], fuser.fuse(theirs[i], own))
         alone.append(_nll_sum(logits_alone, rest[1:]))
         fused_nll.append(_nll_sum(logits_fused, rest[1:]))
+        if control:
+            logits_other, _ = receiver.verify(rest[:-1], fuser.fuse(theirs[(i + 1) % len(windows)], own))
+            other.append(_nll_sum(logits_other, rest[1:]))
         counts.append(len(rest) - 1)
     n = np.asarray(counts, dtype=np.float64)
-    per_token = (np.asarray(fused_nll) - np.asarray(alone)) / n
-    stderr = float(per_token.std(ddof=1) / np.sqrt(len(n))) if len(n) > 1 else float("nan")
-    return {"nll_alone": float(sum(alone) / n.sum()), "nll_fused": float(sum(fused_nll) / n.sum()),
-            "tokens": int(n.sum()), "delta_stderr": stderr}
+
+    def paired_stderr(a: list[float], b: list[float]) -> float:
+        per_token = (np.asarray(a) - np.asarray(b)) / n
+        return float(per_token.std(ddof=1) / np.sqrt(len(n))) if len(n) > 1 else float("nan")
+
+    result = {"nll_alone": float(sum(alone) / n.sum()), "nll_fused": float(sum(fused_nll) / n.sum()),
+              "tokens": int(n.sum()), "delta_stderr": paired_stderr(fused_nll, alone)}
+    if control:
+        result["nll_other_sender"] = float(sum(other) / n.sum())
+        result["other_sender_gap_stderr"] = paired_stderr(fused_nll, other)
+    return result
 
 
 def heldout_windows(tokenizer: Tokenizer, texts: Sequence[str], n_tokens: int) -> list[list[int]]:

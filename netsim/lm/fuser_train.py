@@ -120,15 +120,14 @@ def _max_logit_diff(model: PreTrainedModel, model_dir: Path, n_tokens: int = 24)
     return float(np.abs(got - expected).max())
 
 
-def prefill_cache(model: PreTrainedModel, ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def prefill_cache(model: PreTrainedModel, ids: torch.Tensor) -> list[KV]:
     """Per layer (key, value), each (B, kv_heads, T, head_dim): the model's cache of `ids` (B, T)."""
     with torch.no_grad():
         out = model(input_ids=ids, use_cache=True)
     return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
 
-def logits_on_cache(model: PreTrainedModel, ids: torch.Tensor,
-                    cache: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def logits_on_cache(model: PreTrainedModel, ids: torch.Tensor, cache: Sequence[KV]) -> torch.Tensor:
     """Logits (B, T, V) of `ids` (B, T) fed on top of `cache` (positions continue after it)."""
     batch, n_new = ids.shape
     past = cache[0][0].shape[2]
@@ -197,8 +196,7 @@ class LayerFuser(nn.Module):
         soft = torch.sigmoid((self.gate_logit.view(2, *([1] * len(shape))) + noise) / self.temperature)
         return soft[0], soft[1]
 
-    def forward(self, sender: tuple[torch.Tensor, torch.Tensor],
-                receiver: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, sender: KV, receiver: KV) -> KV:
         key_projection, key_weight = self.key(sender[0], receiver[0])
         value_projection, value_weight = self.value(sender[1], receiver[1])
         key_gate, value_gate = self.gates(tuple(key_weight.shape))
