@@ -94,7 +94,7 @@ def staged_dir(target: Path, *, replace: bool = False) -> Iterator[Path]:
         staging.chmod(0o755)  # mkdtemp makes it private; results and the model store are shared
         _put_in_place(staging, target, replace)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # only what netsim created
 
 
 def _put_in_place(staging: Path, target: Path, replace: bool) -> None:
@@ -118,4 +118,4 @@ def _put_in_place(staging: Path, target: Path, replace: bool) -> None:
         old.rename(target)  # if this fails too, the old directory stays whole inside `holder`
         holder.rmdir()
         raise
-    shutil.rmtree(holder)
+    shutil.rmtree(holder)  # only what netsim created

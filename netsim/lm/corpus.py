@@ -126,7 +126,7 @@ def corpus_root(report: Callable[[str], None] | None = None) -> Path:
             except OSError:
                 if not root.exists():
                     raise
-        shutil.rmtree(tmp_dir / "unpacked", ignore_errors=True)
+        shutil.rmtree(tmp_dir / "unpacked", ignore_errors=True)  # only what netsim created
         if report is not None:
             report(f"Unpacked {archives[0].stat().st_size / 1e6:.1f} MB into {root}")
     return root

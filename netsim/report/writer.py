@@ -159,7 +159,7 @@ def _write(target: Path, drawn: list[Drawn], text: str, old_figures: set[str]) -
             stale = target.parent / name
             ours = name.startswith(f"{FIGURE_DIR}/") and "/" not in name[len(FIGURE_DIR) + 1:]
             if ours and stale.is_file():  # a name that leaves figures/ is not one this command writes
-                stale.unlink()
+                stale.unlink()  # only what netsim created
     except OSError as exc:
         raise InputError(f"-o {target}: cannot write the report ({exc.strerror or exc})") from None
     return tuple(target.parent / name for name in files)

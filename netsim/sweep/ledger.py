@@ -139,7 +139,7 @@ def _prepare(out: Path, plan: SweepPlan, resume: bool) -> str | None:
 def _unmake(out: Path, made: str) -> None:
     """Remove the plan and the empty ledger `_prepare` wrote, and the directory if it made it."""
     for name in (PLAN_FILE, INDEX_FILE):
-        (out / name).unlink(missing_ok=True)
+        (out / name).unlink(missing_ok=True)  # only what netsim created
     if made == "dir":
         with contextlib.suppress(OSError):  # not empty after all: leave it
             out.rmdir()
