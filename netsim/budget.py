@@ -47,7 +47,7 @@ from netsim.network.channel import fixed_rate_bps
 from netsim.network.spec import TIME_MAX_S, CellSpec
 from netsim.network.topology import build_graph, route_weight
 from netsim.payload import MESSAGE_HEADER_BYTES, tokens_nbytes
-from netsim.scenario import FilePrompts, Poisson, Scenario, Trace
+from netsim.scenario import FilePrompts, ModelRef, Poisson, Scenario, Trace
 from netsim.workload import read_prompts, read_trace
 
 CHARS_PER_TOKEN = 3.0
@@ -354,13 +354,12 @@ def _compute(scenario: Scenario, store: ModelStore, prompt_tokens: int) -> tuple
     context, by the roofline of its profile; nodes whose profile or model cannot be read are skipped.
     Nodes alike (profile, model, card) are costed once: ten thousand phones are one roofline."""
     new_tokens = scenario.workload.max_new_tokens
-    per_kind: dict[tuple[str, str, str | None], float | None] = {}
+    per_kind: dict[tuple[str, str | None, ModelRef], float | None] = {}
     slowest_s, rate_per_s = 0.0, 0.0
     for spec in scenario.topology.nodes.values():
         if not spec.models or spec.profile is None:
             continue
-        ref = spec.models[0]
-        kind = (spec.profile, ref.name, ref.charged_as)
+        kind = (spec.profile, spec.runtime, spec.models[0])
         if kind not in per_kind:
             per_kind[kind] = _request_compute_s(store, *kind, prompt_tokens, new_tokens)
         request_s = per_kind[kind]
@@ -371,13 +370,16 @@ def _compute(scenario: Scenario, store: ModelStore, prompt_tokens: int) -> tuple
     return slowest_s, rate_per_s
 
 
-def _request_compute_s(store: ModelStore, profile_name: str, model: str, card: str | None,
+def _request_compute_s(store: ModelStore, profile_name: str, runtime: str | None, ref: ModelRef,
                        prompt_tokens: int, new_tokens: int) -> float | None:
-    """Prefill plus decode calls of one request on one kind of node, or None if it cannot be read."""
+    """Prefill plus decode calls of one request on one kind of node (its device under its runtime, the
+    model as charged: card, weight format, KV dtype), or None if it cannot be read."""
     try:
-        profile = load_profile(profile_name)
-        geometry: ModelGeometry = store.card(card) if card else store.manifest(model).geometry
-    except InputError:
+        profile = load_profile(profile_name, runtime=runtime)
+        geometry: ModelGeometry = store.card(ref.charged_as) if ref.charged_as else \
+            store.manifest(ref.name).geometry
+        geometry = geometry.charged_with(ref.format, ref.kv_dtype)
+    except ValueError:  # InputError included: reported by the node checks
         return None
     step_s = call_time_s(profile, decode_cost(geometry, prompt_tokens + new_tokens // 2))
     prefill_s = call_time_s(profile, prefill_cost(geometry, max(prompt_tokens, 1)))

@@ -134,7 +134,15 @@ class RequestContext:
     # -- content: real model outputs, no simulated time -------------------------------------------
 
     def prompt_ids(self, model: HostedModel) -> list[int]:
-        return model.lm.tokenizer.encode(self.request.prompt)
+        """The prompt as `model`'s tokens; cut to the request's drawn length when the workload draws one."""
+        ids = model.lm.tokenizer.encode(self.request.prompt)
+        n = self.request.prompt_tokens
+        return ids[:n] if n is not None else ids
+
+    @property
+    def max_new_tokens(self) -> int:
+        """This request's answer length: drawn per request (`workload.answer_tokens`), or the workload's."""
+        return self.request.max_new_tokens or self.world.scenario.workload.max_new_tokens
 
     def next_logits(self, model: HostedModel, prefix: Sequence[int]) -> np.ndarray:
         """Logits (V,) of the token after `prefix` from `model`'s real weights (memoised, exact)."""
@@ -156,7 +164,7 @@ class RequestContext:
         (one model writes every token): generated once, memoised, then played out in simulated time."""
         wl = self.world.scenario.workload
         prompt_ids = self.prompt_ids(model)
-        output = model.lm.generate(prompt_ids, wl.max_new_tokens, wl.sampling, seed=self.seed)
+        output = model.lm.generate(prompt_ids, self.max_new_tokens, wl.sampling, seed=self.seed)
         rec = self.record
         rec.n_prompt_tokens, rec.output_ids = len(prompt_ids), output
         rec.server, rec.model, rec.charged_as = node.name, model.name, model.charged_as or ""

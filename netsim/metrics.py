@@ -170,7 +170,34 @@ def summarize(requests: pl.DataFrame) -> dict[str, Any]:
         "tokens_local": int(ok["tokens_local"].sum()),
         "tokens_llm": int(ok["tokens_llm"].sum()),
         "throughput_tokens_per_s": _throughput(ok),
+        **_speculative_summary(ok),
+        **_floe_summary(ok),
     }
+
+
+def _speculative_summary(ok: pl.DataFrame) -> dict[str, Any]:
+    """Pooled figures of speculative decoding (docs/policies/speculative.md), when the run has them."""
+    if "accepted_tokens" not in ok.columns:
+        return {}
+    drafted, accepted = int(ok["drafted_tokens"].sum()), int(ok["accepted_tokens"].sum())
+    return {"speculative": {
+        "rounds": int(ok["rounds"].sum()), "round_trips": int(ok["round_trips"].sum()),
+        "drafted_tokens": drafted, "accepted_tokens": accepted,
+        "accept_rate": accepted / drafted if drafted else None,
+        "fallbacks": int(ok["fallback"].sum()), "retries": int(ok["retries"].sum()),
+    }}
+
+
+def _floe_summary(ok: pl.DataFrame) -> dict[str, Any]:
+    """Pooled figures of Floe's fusion (docs/policies/floe.md), when the run has them: steps decided with
+    the LLM's logits, steps the SLM decided alone because the logits were late or the cloud failed."""
+    if "deadline_misses" not in ok.columns:
+        return {}
+    steps = int(ok["n_output_tokens"].sum())
+    misses = int(ok["deadline_misses"].sum())
+    return {"floe": {"tokens_fused": int(ok["tokens_fused"].sum()), "deadline_misses": misses,
+                     "cloud_failures": int(ok["cloud_failures"].sum()),
+                     "deadline_miss_rate": misses / steps if steps else None}}
 
 
 def _throughput(ok: pl.DataFrame) -> float | None:

@@ -34,7 +34,7 @@ def cache_dir() -> Path:
 
 
 def data_root() -> Path:
-    """The folder holding device_profiles/, models/ and scenarios/.
+    """The folder holding device_profiles/, runtime_profiles/, models/ and scenarios/.
 
     The wheel's `_data` wins when present: beside an installed package, PROJECT_ROOT is site-packages,
     where some unrelated distribution may well have dropped a top-level `models/` or `scenarios/`.
@@ -45,6 +45,11 @@ def data_root() -> Path:
 def profiles_dir() -> Path:
     """Bundled device profiles, `<name>.yaml` each."""
     return data_root() / "device_profiles"
+
+
+def runtimes_dir() -> Path:
+    """Bundled inference-runtime profiles, `<name>.yaml` each (netsim/hardware/runtime.py)."""
+    return data_root() / "runtime_profiles"
 
 
 def bundled_models_dir() -> Path:

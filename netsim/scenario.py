@@ -33,7 +33,7 @@ from netsim.inputfile import load_yaml, parse_yaml, show_key, show_path
 from netsim.lm.sampling import SamplingSpec
 from netsim.network.spec import CellSpec, LinkSpec, TransportSpec
 from netsim.paths import is_file_reference
-from netsim.policies.params import POLICY_NAMES, PolicySpec
+from netsim.policies.params import ALL_PARAMS, POLICY_NAMES, PolicySpec
 
 Role = Literal["device", "edge", "cloud", "router"]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
@@ -55,7 +55,8 @@ class ModelRef(_Strict):
     format: str | None = Field(
         None, min_length=1,
         description="weight format charged: a GGUF type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K_S, Q4_K_M, "
-                    "Q5_K_S, Q5_K_M, Q6_K), awq-g32/64/128, gptq-g32/64/128, fp8, or a plain dtype (fp32, "
+                    "Q5_K_S, Q5_K_M, Q6_K), awq-g32/64/128, gptq-g32/64/128, fp8, q4f16_1 (MLC), 8da4w-g32 "
+                    "(ExecuTorch), or a plain dtype (fp32, "
                     "fp16, bf16, int8, int4); default: the card's (or model's) dtype")
     kv_dtype: KvDtype | None = Field(
         None, description="KV cache dtype charged: float32, float16, bfloat16, fp8, int8, q8_0 or q4_0; "
@@ -82,6 +83,10 @@ class BatchingSpec(_Strict):
 class NodeSpec(_Strict):
     role: Role = Field(description="device issues requests; edge/cloud serve models; router only forwards")
     profile: str | None = Field(None, description="device profile (see `netsim profiles list`)")
+    runtime: str | None = Field(
+        None, min_length=1, description="inference runtime on the device: a bundled runtime profile's "
+                                        "name or a runtime file path (`netsim profiles runtimes`); "
+                                        "default: the device profile's own")
     models: list[ModelRef] = Field(default_factory=list, description="models hosted on this node")
     slots: int = Field(  # 4096: well past the concurrent sequences of any one serving engine
         1, gt=0, le=4096, description="concurrent model calls the node runs, 1 to 4096; more requests queue")
@@ -149,6 +154,11 @@ class CorpusPrompts(_Strict):
         400, gt=0, le=100_000,
         description="longest prompt, characters: min_chars to 100000 (~33k tokens at 3 characters per "
                     "token; no held-out passage of the corpus is that long)")
+    distinct: int | None = Field(
+        None, gt=0, le=1_000_000,
+        description="cut only this many passages and cycle through them, 1 to 1e6: a large fleet then asks "
+                    "the models a bounded set of questions, which the inference memo answers once; default: "
+                    "one passage per request")
 
     @field_validator("max_chars")
     @classmethod
@@ -165,6 +175,23 @@ class FilePrompts(_Strict):
 
     source: Literal["file"]
     path: Path
+
+
+class PartitionPrompts(_Strict):
+    """Each requesting device draws its prompts from its own held-out passages of a Dirichlet(α) genre
+    partition of the corpus (netsim/lm/partition.py): device i of the requesting devices is client i."""
+
+    source: Literal["partition"]
+    alpha: float = Field(
+        1.0, gt=0, le=1000, description="Dirichlet concentration: 10 near IID, 0.1 strongly non-IID; above 0 "
+                                        "to 1000")
+    passage_chars: int = Field(
+        512, ge=64, le=100_000, description="characters of a passage (cut at the next line end), 64 to 1e5")
+
+    @property
+    def max_chars(self) -> int:
+        """About the longest prompt: a passage ends at the first line end past `passage_chars`."""
+        return self.passage_chars + 200
 
 
 class AllAtOnce(_Strict):
@@ -185,6 +212,36 @@ class Trace(_Strict):
     path: Path
 
 
+class ClosedLoop(_Strict):
+    """Conversations: each requesting device asks, waits for the whole answer, thinks, asks again.
+
+    Requests go to the devices round-robin; a device's next request is issued a think time after its
+    previous one ended (its first, a think time after the start). Think times are lognormal with the
+    given mean: ln T ~ N(ln mean − σ²/2, σ²), drawn from the workload's stream.
+    """
+
+    process: Literal["closed_loop"]
+    think_mean_s: float = Field(gt=0, le=1e5, description="mean think time, s: above 0 to 1e5")
+    think_sigma: float = Field(
+        1.0, ge=0, le=4, description="σ of ln(think time), 0 (always the mean) to 4; 1 gives a median "
+                                     "of 0.61 × the mean")
+
+
+class TokenRange(_Strict):
+    """A per-request length drawn uniformly from the integers min..max."""
+
+    min: int = Field(gt=0, le=100_000, description="fewest tokens, 1 to 1e5")
+    max: int = Field(gt=0, le=100_000, description="most tokens, min to 1e5")
+
+    @field_validator("max")
+    @classmethod
+    def _at_least_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least min ({low}), got {value}")
+        return value
+
+
 class WorkloadSpec(_Strict):
     n_requests: int = Field(
         gt=0, le=1_000_000,
@@ -192,13 +249,29 @@ class WorkloadSpec(_Strict):
     max_new_tokens: int = Field(
         32, gt=0, le=100_000, description="tokens generated per request at most: 1 to 100000")
     devices: list[str] | None = Field(None, description="devices that issue requests (default: all)")
-    prompts: Annotated[CorpusPrompts | FilePrompts, Field(discriminator="source")] = Field(
+    prompts: Annotated[CorpusPrompts | FilePrompts | PartitionPrompts,
+                       Field(discriminator="source")] = Field(
         default_factory=CorpusPrompts
     )
-    arrival: Annotated[AllAtOnce | Poisson | Trace, Field(discriminator="process")] = Field(
+    arrival: Annotated[AllAtOnce | Poisson | Trace | ClosedLoop, Field(discriminator="process")] = Field(
         default_factory=AllAtOnce
     )
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    answer_tokens: TokenRange | None = Field(
+        None, description="draw each request's answer length from min..max tokens (at most max_new_tokens); "
+                          "default: every answer may run to max_new_tokens")
+    prompt_tokens: TokenRange | None = Field(
+        None, description="keep the first n tokens of each prompt, n drawn from min..max (prompts shorter "
+                          "than n stay whole: pick min_chars ≳ 4 × max); default: whole prompts")
+
+    @field_validator("answer_tokens")
+    @classmethod
+    def _within_max_new(cls, value: TokenRange | None, info: ValidationInfo) -> TokenRange | None:
+        """Memory checks and the work budget plan on max_new_tokens, so no answer may run past it."""
+        ceiling = info.data.get("max_new_tokens")
+        if value is not None and ceiling is not None and value.max > ceiling:
+            raise ValueError(f"max ({value.max}) must be at most max_new_tokens ({ceiling})")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -296,6 +369,8 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     """
     path = Path(path)
     raw = _read_with_extends(path, seen=())
+    if _sweeps_policy_name(raw):  # the block serves every swept policy; the base run takes its own part
+        _retarget_policy(raw["policy"])
     for item in overrides:
         _apply_override(raw, item)
     scenario = parse_scenario(raw)
@@ -440,6 +515,31 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node[last] = value
     else:
         raise ScenarioError([f"--set {key}: no such path"])
+    if steps == ["policy", "name"] and isinstance(node, dict):
+        _retarget_policy(node)
+
+
+def _sweeps_policy_name(raw: dict[str, Any]) -> bool:
+    """The scenario's `sweep:` block has a `policy.name` axis (then its `policy:` block may hold the
+    parameters of several policies)."""
+    sweep = raw.get("sweep")
+    if not isinstance(sweep, dict) or not isinstance(raw.get("policy"), dict):
+        return False
+    axes = [k for part in ("grid", "zip") if isinstance(sweep.get(part), dict) for k in sweep[part]]
+    return "policy.name" in axes
+
+
+def _retarget_policy(policy: dict[str, Any]) -> None:
+    """`--set policy.name=X` (or a sweep's policy.name axis) keeps the parameters policy X takes and drops
+    those only other policies take, so one `policy:` block serves a comparison of several policies. A key
+    no policy takes stays, so a misspelling is still refused by name."""
+    target = next((p for p in ALL_PARAMS if p.model_fields["name"].annotation == Literal[policy.get("name")]),
+                  None)
+    if target is None:
+        return
+    others = {f for p in ALL_PARAMS for f in p.model_fields}
+    for field in [k for k in policy if k not in target.model_fields and k in others]:
+        del policy[field]
 
 
 _Node = TypeVar("_Node", bound=NodeSpec)
@@ -465,6 +565,8 @@ def _resolve_paths(scenario: Scenario, base: Path) -> Scenario:
         node_update: dict[str, Any] = {}
         if spec.profile is not None and is_file_reference(spec.profile):
             node_update["profile"] = absolute(spec.profile)
+        if spec.runtime is not None and is_file_reference(spec.runtime):
+            node_update["runtime"] = absolute(spec.runtime)
         if any(ref.charged_as and is_file_reference(ref.charged_as) for ref in spec.models):
             node_update["models"] = [
                 ref.model_copy(update={"charged_as": absolute(ref.charged_as)})
@@ -517,8 +619,8 @@ def _problems(exc: ValidationError, at: Sequence[str | int] = ()) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
-_BRANCH_TAGS = {"prompts": frozenset({"corpus", "file"}),
-                "arrival": frozenset({"all_at_once", "poisson", "trace"}),
+_BRANCH_TAGS = {"prompts": frozenset({"corpus", "file", "partition"}),
+                "arrival": frozenset({"all_at_once", "poisson", "trace", "closed_loop"}),
                 "policy": frozenset(POLICY_NAMES),
                 "placement": PLACEMENT_TAGS}
 """Tags pydantic puts after a tagged-union field; only there, so a node called `file` keeps its name."""

@@ -18,7 +18,7 @@ from netsim.results import Results
 from netsim.scenario import Scenario
 from netsim.validation import check_scenario
 from netsim.version import __version__
-from netsim.workload import Request, make_requests
+from netsim.workload import Request, conversations, make_requests
 from netsim.world import STREAM_WORKLOAD, Catalog, World, build_world, rng_for
 
 ProgressHook = Callable[[RequestRecord], None]
@@ -63,6 +63,10 @@ def run(scenario: Scenario, store: ModelStore | None = None, on_request_done: Pr
 def _workload(world: World, policy: Policy, requests: list[Request], records: list[RequestRecord],
               on_done: ProgressHook | None) -> ProcessGenerator:
     env = world.env
+    if requests and requests[0].think_s is not None:  # closed loop: one conversation per device
+        yield env.all_of([env.process(_conversation(world, policy, chain, records, on_done))
+                          for chain in conversations(requests)])
+        return
     running = []
     for req in requests:
         if req.t_arrival_s > env.now:
@@ -71,6 +75,17 @@ def _workload(world: World, policy: Policy, requests: list[Request], records: li
         records.append(record)
         running.append(env.process(_request(world, policy, req, record, on_done)))
     yield env.all_of(running)
+
+
+def _conversation(world: World, policy: Policy, chain: list[Request], records: list[RequestRecord],
+                  on_done: ProgressHook | None) -> ProcessGenerator:
+    """One device's requests one after another, each issued its think time after the last one ended."""
+    env = world.env
+    for req in chain:
+        yield env.timeout(req.think_s or 0.0)
+        record = RequestRecord(req.request_id, req.device, policy.name, env.now)
+        records.append(record)
+        yield env.process(_request(world, policy, req, record, on_done))
 
 
 def _request(world: World, policy: Policy, req: Request, record: RequestRecord,

@@ -16,6 +16,8 @@ from __future__ import annotations
 from netsim.budget import budget_problems
 from netsim.errors import InputError, ScenarioError
 from netsim.hardware.profile import DeviceProfile
+from netsim.hardware.quant import PLAIN_FORMATS
+from netsim.hardware.runtime import RuntimeProfile
 from netsim.lm.geometry import ModelGeometry
 from netsim.lm.zoo import ModelStore
 from netsim.network.topology import build_graph
@@ -25,6 +27,9 @@ from netsim.workload import check_workload_files
 from netsim.world import Catalog
 
 __all__ = ["check_scenario"]
+
+PLAIN_FORMAT_OF = {dtype: name for name, dtype in PLAIN_FORMATS.items()}
+"""A geometry dtype as the plain format a runtime lists (bfloat16 → bf16)."""
 
 
 def check_scenario(scenario: Scenario, store: ModelStore | None = None, *, catalog: Catalog | None = None
@@ -70,24 +75,58 @@ def check_scenario(scenario: Scenario, store: ModelStore | None = None, *, catal
 
 def _node_problems(where: str, spec: NodeSpec, catalog: Catalog
                    ) -> tuple[list[str], DeviceProfile | None, list[ModelGeometry]]:
-    """One node's profile and models: the problem lines, the profile if it reads, and the geometry
-    of each model that reads, as billed (its card's if it has one)."""
+    """One node's profile, runtime and models: the problem lines, the profile bound to its runtime if
+    both read, and the geometry of each model that reads, as billed (its card's if it has one)."""
     problems: list[str] = []
     profile = None
+    runtime: RuntimeProfile | None = None
     if spec.profile is not None:
         try:
-            profile = catalog.profile(spec.profile)
+            device = catalog.device(spec.profile)
         except InputError as exc:
             problems.append(f"{where}.profile: {exc}")
+        else:
+            # a runtime the node names is its own line; the profile's default runtime is the profile's
+            blame = f"{where}.runtime" if spec.runtime else f"{where}.profile"
+            try:
+                runtime = catalog.runtime(spec.runtime or device.runtime)
+                profile = catalog.profile(spec.profile, spec.runtime)
+            except InputError as exc:
+                problems.append(f"{blame}: {exc}")
     charged: list[ModelGeometry] = []
     for i, ref in enumerate(spec.models):
         try:  # the model first: a card bills a model that must exist
             geometry = catalog.manifest(ref.name).geometry
             if ref.charged_as:
                 geometry = catalog.card(ref.charged_as)
-            charged.append(geometry.charged_with(ref.format, ref.kv_dtype))  # as the world will charge it
+            geometry = geometry.charged_with(ref.format, ref.kv_dtype)  # as the world will charge it
         except ValueError as exc:  # InputError: the model or card; else a format that cannot pack
             field_name = ("format" if not isinstance(exc, InputError)
                           else "charged_as" if ref.charged_as and "card" in str(exc) else "name")
             problems.append(f"{where}.models[{i}].{field_name}: {exc}")
+            continue
+        charged.append(geometry)
+        if runtime is not None:
+            problems += _runtime_problems(f"{where}.models[{i}]", ref.format is not None,
+                                          ref.kv_dtype is not None, geometry, runtime)
     return problems, profile, charged
+
+
+def _runtime_problems(where: str, format_given: bool, kv_given: bool, geometry: ModelGeometry,
+                      runtime: RuntimeProfile) -> list[str]:
+    """A weight format or KV dtype the node's runtime cannot run is a line on the field that set it:
+    the model's `format` (or the runtime, when the card's own dtype is what it cannot run), `kv_dtype`."""
+    problems = []
+    weights = geometry.format or PLAIN_FORMAT_OF[geometry.dtype]
+    if not runtime.runs_format(weights):
+        runs = ", ".join(runtime.formats)
+        if format_given:
+            problems.append(f"{where}.format: runtime {runtime.name!r} does not run {weights} weights "
+                            f"(it runs: {runs})")
+        else:
+            problems.append(f"{where}: runtime {runtime.name!r} does not run the model's {weights} "
+                            f"weights; give it a `format` the runtime runs ({runs})")
+    if kv_given and not runtime.keeps_kv(geometry.kv_cache_dtype):
+        problems.append(f"{where}.kv_dtype: runtime {runtime.name!r} keeps no {geometry.kv_cache_dtype} "
+                        f"KV cache (it keeps: {', '.join(runtime.kv_dtypes)})")
+    return problems

@@ -22,7 +22,8 @@ import simpy
 from netsim.errors import InputError
 from netsim.hardware.batching import BatchingCompute
 from netsim.hardware.compute import Compute
-from netsim.hardware.profile import DeviceProfile, load_profile
+from netsim.hardware.profile import DeviceProfile, load_device
+from netsim.hardware.runtime import RuntimeProfile, load_runtime
 from netsim.lm.geometry import ModelGeometry
 from netsim.lm.manifest import Manifest
 from netsim.lm.memo import LanguageModel
@@ -44,7 +45,8 @@ def rng_for(seed: int, stream: int) -> np.random.Generator:
 
 
 class Catalog:
-    """Device profiles, model manifests and cost cards of one run, each read and validated once.
+    """Device and runtime profiles, model manifests and cost cards of one run, each read and validated
+    once (and each device bound to each runtime it runs once).
 
     A scenario names the same profile and card on every node of a kind; validation and the world build
     ask the catalog, which parses a file on first use and hands the same frozen object out after. A
@@ -60,9 +62,22 @@ class Catalog:
         self.reads = 0
         """Files parsed so far (cache misses): what the scale tests count."""
 
-    def profile(self, name: str) -> DeviceProfile:
-        """A bundled profile by name or a profile file by path (`load_profile`)."""
-        return self._get("profile", name, load_profile)
+    def profile(self, name: str, runtime: str | None = None) -> DeviceProfile:
+        """The device profile `name` (a bundled name or a file path) bound to `runtime` (a bundled
+        runtime's name or a runtime file's path; None: the profile's own): what the node computes on.
+        A failure of the runtime names it: validation blames `runtime`, not `profile`, for it."""
+        def bind(_: str) -> DeviceProfile:
+            device = self.device(name)
+            return device.with_runtime(self.runtime(runtime or device.runtime), runtime)
+        return self._get("profile", f"{name}\0{runtime or ''}", bind, counts=False)
+
+    def device(self, name: str) -> DeviceProfile:
+        """A device profile as written, not bound to a runtime (`load_device`)."""
+        return self._get("device", name, load_device)
+
+    def runtime(self, name: str) -> RuntimeProfile:
+        """A bundled runtime profile by name or a runtime file by path (`load_runtime`)."""
+        return self._get("runtime", name, load_runtime)
 
     def manifest(self, model: str) -> Manifest:
         return self._get("manifest", model, self.store.manifest)
@@ -71,10 +86,10 @@ class Catalog:
         """Geometry of a bundled cost card or of a card file (`ModelStore.card`)."""
         return self._get("card", name, self.store.card)
 
-    def _get(self, kind: str, name: str, read: Callable[[str], T]) -> T:
+    def _get(self, kind: str, name: str, read: Callable[[str], T], *, counts: bool = True) -> T:
         key = (kind, name)
         if key not in self._entries:
-            self.reads += 1
+            self.reads += counts  # a binding of two files already read is no read
             try:
                 self._entries[key] = read(name)
             except InputError as exc:
@@ -194,7 +209,7 @@ def build_world(scenario: Scenario, store: ModelStore | None = None, *, catalog:
         if spec.role == "router" or spec.profile is None:
             nodes[name] = Node(name, spec.role)
             continue
-        profile = catalog.profile(spec.profile)
+        profile = catalog.profile(spec.profile, spec.runtime)  # the device × its runtime
         hosted = []
         for ref in spec.models:
             if ref not in hosted_by_ref:

@@ -21,7 +21,18 @@ ANCHORS = {
     "smollm2-135m": (30, 576, 9, 3, 64, 49_152, 0.135, 23_040),
 }
 # Not in ANCHORS.md; KV bytes by hand from the public configs: 2 · layers · kv_heads · head_dim · 2 B
-HAND = {"smollm2-360m": 2 * 32 * 5 * 64 * 2, "smollm2-1.7b": 2 * 24 * 32 * 64 * 2}
+HAND = {"smollm2-360m": 2 * 32 * 5 * 64 * 2, "smollm2-1.7b": 2 * 24 * 32 * 64 * 2,
+        "qwen3-1.7b": 2 * 28 * 8 * 128 * 2, "qwen2.5-3b": 2 * 36 * 2 * 128 * 2,
+        "qwen2.5-7b": 2 * 28 * 4 * 128 * 2, "llama-3.2-3b": 2 * 28 * 8 * 128 * 2,
+        "llama-3.1-8b": 2 * 32 * 8 * 128 * 2, "gemma-3-270m": 2 * 18 * 1 * 256 * 2,
+        "gemma-3-1b": 2 * 26 * 1 * 256 * 2, "gemma-3-4b": 2 * 34 * 4 * 256 * 2,
+        "phi-3.5-mini": 2 * 32 * 32 * 96 * 2}
+
+# The size each model card states, in parameters (Hugging Face model cards; Gemma 3 4B: the text decoder,
+# 4.3B with the vision encoder the card's "4B" includes). Within 1.5%: the cards round to 2-3 digits.
+STATED = {"qwen3-1.7b": 1.7e9, "qwen2.5-3b": 3.09e9, "qwen2.5-7b": 7.61e9, "llama-3.2-3b": 3.21e9,
+          "llama-3.1-8b": 8.03e9, "gemma-3-270m": 270e6, "gemma-3-1b": 1.0e9, "gemma-3-4b": 3.88e9,
+          "phi-3.5-mini": 3.8e9, "smollm2-135m": 135e6, "smollm2-360m": 362e6, "smollm2-1.7b": 1.71e9}
 
 
 def test_the_issue_names_every_card() -> None:
@@ -53,6 +64,8 @@ def _decoder_params(g: ModelGeometry) -> int:
         per_layer += q + 2 * kv  # q/k/v biases
     if g.architecture == "qwen3":
         per_layer += 2 * g.head_dim  # per-head q/k RMSNorm
+    if g.architecture == "gemma3":
+        per_layer += 2 * g.hidden_size + 2 * g.head_dim  # pre/post-feedforward norms, per-head q/k norms
     head = 0 if g.tied_embeddings else g.vocab_size * g.hidden_size
     return g.vocab_size * g.hidden_size + g.n_layers * per_layer + g.hidden_size + head
 
@@ -74,3 +87,17 @@ def test_unknown_and_malformed_cards(tmp_path: Path) -> None:
     (tmp_path / "renamed.yaml").write_text(real.read_text())
     with pytest.raises(ModelError, match="card says name 'qwen3-4b'"):
         load_card("renamed", tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(STATED))
+def test_card_parameter_count_agrees_with_the_size_the_model_card_states(name: str) -> None:
+    card = read_card(name)
+    assert card.geometry.n_params == pytest.approx(STATED[name], rel=0.015), card.source
+    assert "config.json" in card.source and card.geometry.dtype == "bfloat16"
+
+
+def test_gemma3_cards_say_what_the_geometry_ignores() -> None:
+    for name in ("gemma-3-270m", "gemma-3-1b", "gemma-3-4b"):
+        card = read_card(name)
+        assert card.geometry.head_dim == 256 and card.geometry.tied_embeddings
+        assert "sliding-window" in card.source and "Not represented" in card.source

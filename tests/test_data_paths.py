@@ -22,6 +22,7 @@ from netsim.paths import (
     is_file_reference,
     models_dirs,
     profiles_dir,
+    runtimes_dir,
     scenarios_dir,
 )
 from netsim.scenario import dump_scenario, load_scenario
@@ -31,6 +32,7 @@ def test_a_checkout_serves_the_top_level_folders(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("NETSIM_MODELS_PATH", raising=False)
     assert data_root() == PROJECT_ROOT
     assert (profiles_dir() / "oneplus-12.yaml").is_file()
+    assert (runtimes_dir() / "llama.cpp.yaml").is_file()
     assert (cards_dir() / "qwen2.5-0.5b.yaml").is_file()
     assert (scenarios_dir() / "quickstart.yaml").is_file()
     assert (bundled_models_dir() / "shakespeare-slm" / "model.yaml").is_file()
@@ -60,7 +62,8 @@ def user_dir(tmp_path: Path) -> Path:
     (user / "devices").mkdir(parents=True)
     (user / "cards").mkdir()
     profile = yaml.safe_load((profiles_dir() / "oneplus-12.yaml").read_text())
-    profile.update(name="slow-phone", overhead_per_call_s="1s")
+    profile.update(name="slow-phone", overhead_per_call_s="1s")  # pinned: wins under its own runtime
+    profile["sources"]["overhead_per_call_s"] = "a deliberately slow phone"
     (user / "devices" / "my-phone.yaml").write_text(yaml.safe_dump(profile))
     card = yaml.safe_load((cards_dir() / "qwen2.5-0.5b.yaml").read_text())
     card["name"] = "qwen2.5-0.5b-fp32"

@@ -51,9 +51,9 @@ def test_every_numeric_field_in_the_yaml_has_a_source(name: str) -> None:
 
 def test_a_missing_source_is_a_one_line_input_error(tmp_path: Path) -> None:
     raw = yaml.safe_load((profiles_dir() / "nvidia-l4.yaml").read_text())
-    del raw["sources"]["eta_memory"]
+    del raw["sources"]["mem_bw_bytes_per_s"]
     (tmp_path / "nvidia-l4.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(InputError, match="no source for eta_memory") as err:
+    with pytest.raises(InputError, match="no source for mem_bw_bytes_per_s") as err:
         load_profile("nvidia-l4", tmp_path)
     assert "\n" not in str(err.value)
 
@@ -96,7 +96,8 @@ def test_unreadable_yaml_and_name_mismatch(tmp_path: Path) -> None:
 def test_a_profile_file_path_loads_as_is(tmp_path: Path) -> None:
     raw = yaml.safe_load((profiles_dir() / "nvidia-a10.yaml").read_text())
     raw["name"] = "my-a10"
-    raw["overhead_per_call_s"] = "1ms"
+    raw["overhead_per_call_s"] = "1ms"  # pinned: wins over the runtime's while the profile's own runs
+    raw["sources"]["overhead_per_call_s"] = "measured on my A10"
     path = tmp_path / "whatever.yml"
     path.write_text(yaml.safe_dump(raw))
     assert load_profile(str(path)).overhead_per_call_s == pytest.approx(1e-3)
@@ -161,3 +162,19 @@ def test_cli_unknown_profile_exits_2_with_one_line() -> None:
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: unknown device profile 'pi-6'")
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_cli_lists_and_shows_runtimes() -> None:
+    runner = CliRunner()
+    listed = runner.invoke(app, ["list"], terminal_width=200)
+    assert listed.exit_code == 0 and "runtimes: executorch, llama.cpp, mlc-llm" in listed.output
+    runtimes = runner.invoke(app, ["runtimes"], terminal_width=300)
+    assert runtimes.exit_code == 0
+    for name in ("llama.cpp", "executorch", "mlc-llm", "q4f16_1", "8da4w-g32", "embedded_gpu"):
+        assert name in runtimes.output, name
+    shown = runner.invoke(app, ["runtime", "mlc-llm"], terminal_width=400)
+    assert shown.exit_code == 0
+    assert "eta_memory" in shown.output and "9.2 ms" in shown.output and "two-point fit" in shown.output
+    unknown = runner.invoke(app, ["runtime", "tensorrt-9"])
+    lines = [line for line in unknown.output.splitlines() if line.strip()]
+    assert unknown.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: unknown runtime")

@@ -188,3 +188,30 @@ def test_generation_stops_at_eos_inclusive(lm: OnnxCausalLM) -> None:
     stopped = LanguageModel(stopping_lm).generate(prompt, 12, SamplingSpec(), seed=0)
     assert stopped == free[: free.index(eos) + 1]
     assert LanguageModel(stopping_lm).generate(prompt, 12, SamplingSpec(), seed=0, stop_at_eos=False) == free
+
+
+def test_a_long_shared_prefix_is_found_among_many_sequences_in_flight(lm: OnnxCausalLM) -> None:
+    """With more sequences in flight than the recent-entries scan covers, a query that shares 40 tokens
+    with an old entry still starts from that entry's cache (the prefix index): one call of the few new
+    tokens, and the same logits as from scratch."""
+    memo = LanguageModel(lm)
+    rng = np.random.default_rng(5)
+    vocab = lm.geometry.vocab_size
+    shared = [int(t) for t in rng.integers(1, vocab, size=40)]
+    memo.next_logits([*shared, 7])
+    for _ in range(50):  # fifty unrelated sequences push the first out of the recent 32
+        memo.next_logits([int(t) for t in rng.integers(1, vocab, size=30)])
+    fed: list[int] = []
+    verify = lm.verify
+
+    def spy(tokens: list[int], cache: object) -> object:
+        fed.append(len(tokens))
+        return verify(tokens, cache)
+
+    memo.lm.verify = spy  # type: ignore[method-assign]
+    try:
+        row = memo.next_logits([*shared, 9])
+    finally:
+        del memo.lm.verify
+    assert fed == [2]  # the previous token re-fed beside the new one (module doc), not 41 tokens
+    np.testing.assert_array_equal(row, _no_memo(lm).next_logits([*shared, 9]))

@@ -25,7 +25,7 @@ import pytest
 from netsim.paths import PROJECT_ROOT, cache_dir
 from netsim.version import __version__
 
-DATA_DIRS = ("device_profiles", "models", "scenarios")
+DATA_DIRS = ("device_profiles", "runtime_profiles", "models", "scenarios")
 DATA_SUFFIXES = {".yaml", ".yml", ".onnx", ".json", ".md"}
 WHERE = "import netsim, netsim.paths as p; print(netsim.__file__); print(p.data_root())"
 """Run in the venv: where the package and its bundled data come from."""

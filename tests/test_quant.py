@@ -186,11 +186,16 @@ def _with_phone_model(**ref: str) -> dict:
 def test_a_node_charges_its_format_and_kv_dtype() -> None:
     from netsim.world import build_world
 
-    scenario = parse_scenario(BASE)
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    phone = raw["topology"]["nodes"]["phone"]
+    phone["profile"] = "raspberry-pi-5"  # its runtime, llama.cpp, runs Q4_0 (the phone's executorch does not)
+    phone["models"][0]["kv_dtype"] = "q8_0"  # and keeps a q8_0 cache, not fp8 (runtime_profiles/)
+    scenario = parse_scenario(raw)
     check_scenario(scenario)
     (hosted,) = build_world(scenario).nodes["phone"].models
-    assert hosted.charged == QWEN3.charged_with("Q4_0", "fp8")
-    assert hosted.charged.weight_bytes == 375_614_464 and hosted.charged.kv_bytes_per_token == KV_BF16 // 2
+    assert hosted.charged == QWEN3.charged_with("Q4_0", "q8_0")
+    assert hosted.charged.weight_bytes == 375_614_464
+    assert hosted.charged.kv_bytes_per_token == KV_BF16 * 17 // 32  # 34 B per 32 elements, not 64
 
 
 @pytest.mark.parametrize(("ref", "line"), [

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import netsim.hardware.profile
+import netsim.hardware.runtime
 import netsim.lm.cards
 import netsim.lm.manifest
 from netsim.errors import InputError
@@ -126,7 +127,7 @@ def fleet(n_phones: int) -> Scenario:
 def parses(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """File name → times a profile, manifest or card YAML was parsed (every parse goes through load_yaml)."""
     counts: Counter[str] = Counter()
-    for module in (netsim.hardware.profile, netsim.lm.manifest, netsim.lm.cards):
+    for module in (netsim.hardware.profile, netsim.hardware.runtime, netsim.lm.manifest, netsim.lm.cards):
         real = module.load_yaml
 
         def counting(path: Path, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
@@ -145,9 +146,10 @@ def test_validation_and_build_parse_each_file_once(store: ModelStore, parses: Co
     check_scenario(scenario, store, catalog=catalog)
     world = build_world(scenario, store, catalog=catalog)
     assert parses == {"device_profiles/oneplus-12.yaml": 1, "device_profiles/nvidia-a100-80gb.yaml": 1,
+                      "runtime_profiles/executorch.yaml": 1, "runtime_profiles/llama.cpp.yaml": 1,
                       "shakespeare-slm/model.yaml": 1, "shakespeare-llm/model.yaml": 1,
                       "cards/qwen3-0.6b.yaml": 1, "cards/qwen3-8b.yaml": 1}
-    assert catalog.reads == 6
+    assert catalog.reads == 8
     phones = [n for n in world.nodes.values() if n.role == "device"]
     assert all(p.profile is phones[0].profile and p.models[0] is phones[0].models[0] for p in phones)
 

@@ -1,4 +1,5 @@
-"""Emulated hardware: device profiles, the roofline cost of a model call, and a node's compute resource.
+"""Emulated hardware: device profiles, runtime profiles, the cost of a model call (roofline or a measured
+latency table), and a node's compute resource.
 
 The names below load on first use (PEP 562), so importing a profile schema does not pull in SimPy.
 """
@@ -13,19 +14,26 @@ _PUBLIC = {
     "Compute": "compute", "radio_energy_j": "compute", "Cost": "cost", "call_time_s": "cost",
     "decode_cost": "cost", "decode_tokens_per_s": "cost", "prefill_cost": "cost",
     "prefill_tokens_per_s": "cost", "DeviceProfile": "profile", "list_profiles": "profile",
-    "load_profile": "profile", "memory_needed_bytes": "profile",
+    "load_profile": "profile", "memory_needed_bytes": "profile", "load_device": "profile",
+    "ComputeTable": "runtime", "RuntimeProfile": "runtime", "list_runtimes": "runtime",
+    "load_runtime": "runtime",
 }
 __all__ = [
     "BatchingCompute",
     "Compute",
+    "ComputeTable",
     "Cost",
     "DeviceProfile",
+    "RuntimeProfile",
     "batched_cost",
     "call_time_s",
     "decode_cost",
     "decode_tokens_per_s",
     "list_profiles",
+    "list_runtimes",
+    "load_device",
     "load_profile",
+    "load_runtime",
     "memory_needed_bytes",
     "prefill_cost",
     "prefill_tokens_per_s",

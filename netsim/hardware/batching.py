@@ -23,8 +23,10 @@ Scheduling rule (one engine per node, steps back to back while there is work):
      budget per step (vLLM's max_num_batched_tokens): only sequences are counted.
   4. Calls share a step only if they run the same weights: same dtype and `weight_bytes` of their
      cost, and the same `detail` (the policies pass the model's label there).
-  5. A step costs `call_time_s(batched_cost(...))`: the profile's per-call overhead once, weights read
-     once, each sequence's own FLOPs and KV bytes at its own past_len.
+  5. A step costs `call_time_s(batched_cost(...))` on the device under its runtime: the runtime's
+     per-call overhead once (and its per-token one per logits row), weights read once, each sequence's
+     own FLOPs and KV bytes at its own past_len — or, under a measured latency table, the sum of the
+     calls' table charges at the step's batch (runtime.py, `ComputeTable`).
 
 Each call returns its wait + the time of the step it ran in (the time the caller spent in `run`),
 and records one event ending at the step's end with `duration_s` = the step time and
@@ -41,7 +43,8 @@ where B_i is the call's number of sequences, B the step's, and u_i / U the call'
 roofline resource: with memory binding, u_i = own bytes of the call (KV, embeddings) + W · B_i / B
 (the weights are everyone's), U = the step's bytes; with compute binding, u_i = the call's FLOPs.
 Σ t_i = t_step, so the split sums to P_active · busy_s, a long-context sequence pays for its longer KV
-read, and B identical sequences pay 1/B each.
+read, and B identical sequences pay 1/B each. A per-token overhead goes to the call whose logits rows
+it is; under a latency table t_i is the call's own table charge plus its share B_i / B of the overhead.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from simpy.core import EventPriority
 from simpy.events import NORMAL
 
 from netsim.hardware.compute import EnergyLedger
-from netsim.hardware.cost import Cost, batched_cost, call_time_s, roofline_s
+from netsim.hardware.cost import Cost, batched_cost, call_time_s, roofline_s, table_work_s
 from netsim.hardware.profile import DeviceProfile
 from netsim.recorder import Recorder
 
@@ -194,11 +197,23 @@ class BatchingCompute(EnergyLedger):
             call.done.succeed(step_s)
 
     def _energy_shares(self, step: list[_Call], cost: Cost, step_s: float) -> list[float]:
-        """t_i / t_step for each call: overhead per sequence, roofline by share of the binding resource."""
+        """t_i / t_step for each call: fixed costs per sequence (per-token ones per logits row), the rest
+        by share of the binding resource — or, under a latency table, of the table's seconds."""
         n_seqs = cost.batch
         if step_s <= 0.0:
             return [call.cost.batch / n_seqs for call in step]
-        overhead_s = self.profile.overhead_per_call_s
+        table = self.profile.table
+        if table is not None and cost.shapes:
+            work = table_work_s(table, cost)  # one entry per shape, in the order of the step's calls
+            per_call, k = [], 0
+            for call in step:
+                per_call.append(sum(work[k:k + len(call.cost.shapes)]))
+                k += len(call.cost.shapes)
+            over_s = table.overhead_per_call_s
+            return [(over_s * call.cost.batch / n_seqs + w) / step_s
+                    for call, w in zip(step, per_call, strict=True)]
+        call_overhead_s = self.profile.overhead_per_call_s or 0.0
+        token_overhead_s = self.profile.overhead_per_token_s or 0.0
         compute_s, memory_s = roofline_s(self.profile, cost)
         if memory_s >= compute_s and cost.bytes_moved > 0.0:
             weights_per_seq = cost.weight_bytes / n_seqs
@@ -209,7 +224,8 @@ class BatchingCompute(EnergyLedger):
             used, total, roof_s = [call.cost.flops for call in step], cost.flops, compute_s
         else:
             used, total, roof_s = [float(call.cost.batch) for call in step], float(n_seqs), 0.0
-        return [(overhead_s * call.cost.batch / n_seqs + roof_s * u / total) / step_s
+        return [(call_overhead_s * call.cost.batch / n_seqs + token_overhead_s * call.cost.sampled_tokens
+                 + roof_s * u / total) / step_s
                 for call, u in zip(step, used, strict=True)]
 
     @property

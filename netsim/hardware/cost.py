@@ -15,12 +15,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from netsim.lm.geometry import ModelGeometry
 
 if TYPE_CHECKING:
     from netsim.hardware.profile import DeviceProfile
+    from netsim.hardware.runtime import ComputeTable, Phase
+
+
+class CallShape(NamedTuple):
+    """The shape of the sequences of one model call: `batch` sequences of `n_tokens` new tokens each on
+    `past_len` cached ones, with logits at `n_logits` positions. A measured latency table (runtime.py)
+    charges a call by its shapes, and the per-token overhead counts its logits rows."""
+
+    n_tokens: int
+    past_len: int
+    n_logits: int
+    batch: int
+
+    @property
+    def phase(self) -> Phase:
+        """verify: logits at several positions (a speculative verify step); prefill: several tokens for
+        one logits row; decode: one token."""
+        if self.n_logits > 1:
+            return "verify"
+        return "prefill" if self.n_tokens > 1 else "decode"
 
 
 @dataclass(frozen=True)
@@ -39,13 +59,22 @@ class Cost:
     n_tokens: int
     batch: int
     weight_bytes: float = 0.0
+    shapes: tuple[CallShape, ...] = ()
+    """The sequences' shapes (one per call batched into this one); () for work not shaped like a model
+    call, which a latency table cannot charge."""
+
+    @property
+    def sampled_tokens(self) -> int:
+        """Logits rows over all sequences: what the per-token overhead is charged on."""
+        return sum(s.n_logits * s.batch for s in self.shapes)
 
     def __add__(self, other: Cost) -> Cost:
         """Two pieces of work fused into one call (e.g. a fuser after a model) share one overhead."""
         if self.dtype != other.dtype:
             raise ValueError(f"cannot fuse calls of different dtypes: {self!r} + {other!r}")
         return Cost(self.flops + other.flops, self.bytes_moved + other.bytes_moved, self.dtype,
-                    self.n_tokens, max(self.batch, other.batch), self.weight_bytes + other.weight_bytes)
+                    self.n_tokens, max(self.batch, other.batch), self.weight_bytes + other.weight_bytes,
+                    self.shapes + other.shapes)
 
 
 def attention_context_sum(n_tokens: int, past_len: int) -> int:
@@ -93,7 +122,8 @@ def forward_cost(geom: ModelGeometry, n_tokens: int, past_len: int, batch: int, 
         + batch * n_tokens * kv_per_token
     )
     return Cost(flops=batch * flops_per_seq, bytes_moved=float(bytes_moved), dtype=geom.dtype,
-                n_tokens=n_tokens, batch=batch, weight_bytes=float(weight_bytes))
+                n_tokens=n_tokens, batch=batch, weight_bytes=float(weight_bytes),
+                shapes=(CallShape(n_tokens, past_len, n_logits, batch),))
 
 
 def prefill_cost(geom: ModelGeometry, n_tokens: int, past_len: int = 0, batch: int = 1) -> Cost:
@@ -128,22 +158,49 @@ def batched_cost(costs: Sequence[Cost]) -> Cost:
     own_bytes = sum(cost.bytes_moved - cost.weight_bytes for cost in costs)
     return Cost(flops=sum(cost.flops for cost in costs), bytes_moved=first.weight_bytes + own_bytes,
                 dtype=first.dtype, n_tokens=max(cost.n_tokens for cost in costs),
-                batch=sum(cost.batch for cost in costs), weight_bytes=first.weight_bytes)
+                batch=sum(cost.batch for cost in costs), weight_bytes=first.weight_bytes,
+                shapes=tuple(shape for cost in costs for shape in cost.shapes))
 
 
 def roofline_s(profile: DeviceProfile, cost: Cost) -> tuple[float, float]:
-    """The two sides of the roofline, (compute_s, memory_s); the larger binds the call."""
+    """The two sides of the roofline, (compute_s, memory_s); the larger binds the call. The profile
+    must be bound to a runtime (`load_profile` binds its own; `DeviceProfile.with_runtime` another)."""
+    if profile.eta_compute is None or profile.eta_memory is None:
+        raise ValueError(f"device profile {profile.name!r} is not bound to a runtime: no efficiencies")
     compute_s = cost.flops / (profile.peak_flops_for(cost.dtype) * profile.eta_compute)
     memory_s = cost.bytes_moved / (profile.mem_bw_bytes_per_s * profile.eta_memory)
     return compute_s, memory_s
 
 
-def call_time_s(profile: DeviceProfile, cost: Cost) -> float:
-    """Roofline with a fixed per-call cost (Williams et al., CACM 2009; DESIGN.md "Hardware"):
+def fixed_s(profile: DeviceProfile, cost: Cost) -> float:
+    """The overheads of a roofline-charged call: per call, plus per sampled token (logits row)."""
+    per_token = profile.overhead_per_token_s or 0.0
+    return (profile.overhead_per_call_s or 0.0) + per_token * cost.sampled_tokens
 
-        t = overhead + max( flops / (peak[dtype] · η_c),  bytes_moved / (bw · η_m) )
+
+def table_work_s(table: ComputeTable, cost: Cost) -> list[float]:
+    """Seconds of each shape of a table-charged call: B_i · n_i · s_per_token(phase_i; n_i, p_i, B),
+    with B the sequences of the whole step (a table's batch axis is the step's batch)."""
+    return [shape.batch * shape.n_tokens
+            * table.s_per_token(shape.phase, shape.n_tokens, shape.past_len, cost.batch)
+            for shape in cost.shapes]
+
+
+def call_time_s(profile: DeviceProfile, cost: Cost) -> float:
+    """Duration of one call on a device under its runtime.
+
+    Roofline with fixed costs (Williams et al., CACM 2009; DESIGN.md "Hardware"):
+
+        t = overhead_per_call + overhead_per_token · sampled tokens
+            + max( flops / (peak[dtype] · η_c),  bytes_moved / (bw · η_m) )
+
+    or, when the runtime carries a measured latency table and the call is shaped like a model call,
+    the table's charge (runtime.py, `ComputeTable`): t = overhead + Σ_i B_i · n_i · s_per_token_i.
     """
-    return profile.overhead_per_call_s + max(roofline_s(profile, cost))
+    table = profile.table
+    if table is not None and cost.shapes:
+        return table.overhead_per_call_s + sum(table_work_s(table, cost))
+    return fixed_s(profile, cost) + max(roofline_s(profile, cost))
 
 
 def decode_tokens_per_s(profile: DeviceProfile, geom: ModelGeometry, past_len: int) -> float:

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from netsim.errors import InputError
+from netsim.hardware.runtime import ComputeTable, RuntimeProfile, load_runtime
 from netsim.inputfile import load_yaml, show_loc, show_path
 from netsim.lm.geometry import Dtype, ModelGeometry
 from netsim.paths import is_file_reference, profiles_dir
@@ -40,8 +41,10 @@ Every profile must list float32, so every chain ends.
 """
 
 _NUMERIC_FIELDS = ("memory_bytes", "memory_reserved_bytes", "mem_bw_bytes_per_s", "eta_compute",
-                   "eta_memory", "overhead_per_call_s", "power_idle_w", "power_active_w",
-                   "radio_tx_j_per_bit", "radio_rx_j_per_bit")
+                   "eta_memory", "overhead_per_call_s", "overhead_per_token_s", "power_idle_w",
+                   "power_active_w", "radio_tx_j_per_bit", "radio_rx_j_per_bit")
+_EFFICIENCY_FIELDS = ("eta_compute", "eta_memory", "overhead_per_call_s", "overhead_per_token_s")
+"""What a runtime profile supplies; a device profile may pin them for its own runtime (runtime.py)."""
 
 
 class DeviceProfile(BaseModel):
@@ -55,7 +58,9 @@ class DeviceProfile(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     description: str
     kind: DeviceKind
-    runtime: str = Field(description="inference runtime the efficiency factors were calibrated for")
+    runtime: str = Field(
+        min_length=1, description="default inference runtime: a bundled runtime profile's name "
+                                  "(runtime_profiles/) or the path of a runtime profile file")
     memory_bytes: Bytes = Field(
         ge=2**20, le=2**50,
         description="physical memory holding weights and KV cache, bytes: 1 MiB to 1 PiB (e.g. 8GiB)")
@@ -66,10 +71,16 @@ class DeviceProfile(BaseModel):
         description="peak DRAM/HBM bandwidth, bytes/s: 1 MB/s to 100 TB/s (H100 SXM: 3.35 TB/s)")
     peak_flops: dict[Dtype, Annotated[FlopRate, Field(ge=1e6, le=1e18)]] = Field(
         description="dense peak FLOP/s (or OP/s) per dtype: 1 MFLOPS to 1 EFLOPS (H100 fp16: 989 TFLOPS)")
-    eta_compute: float = Field(gt=0, le=1, description="achieved fraction of peak FLOP/s")
-    eta_memory: float = Field(gt=0, le=1, description="achieved fraction of peak bandwidth")
-    overhead_per_call_s: Seconds = Field(
-        ge=0, le=60, description="fixed cost of one forward call, seconds: 0 to 60 (measured: 2–21 ms)")
+    eta_compute: float | None = Field(
+        None, gt=0, le=1, description="achieved fraction of peak FLOP/s; set: pins the runtime's value "
+                                      "when the node runs this profile's own `runtime`")
+    eta_memory: float | None = Field(
+        None, gt=0, le=1, description="achieved fraction of peak bandwidth; set: pins the runtime's value")
+    overhead_per_call_s: Seconds | None = Field(
+        None, ge=0, le=60, description="fixed cost of one forward call, seconds: 0 to 60 (measured: "
+                                       "2–21 ms); set: pins the runtime's value")
+    overhead_per_token_s: Seconds | None = Field(
+        None, ge=0, le=60, description="cost per sampled token, seconds: 0 to 60; set: pins the runtime's")
     power_idle_w: Watts = Field(ge=0, le=1e5, description="idle power, watts: 0 to 100 kW")
     power_active_w: Watts = Field(
         gt=0, le=1e5, description="power under load, watts: above 0 to 100 kW (a rack; H100 SXM: 700 W)")
@@ -81,6 +92,7 @@ class DeviceProfile(BaseModel):
         None, ge=0, le=1e-2, description="radio energy per bit received, J/bit: 0 to 10 mJ/bit; None for "
                                          "wired servers")
     sources: dict[str, str]
+    _table: ComputeTable | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _check(self) -> DeviceProfile:
@@ -108,6 +120,46 @@ class DeviceProfile(BaseModel):
         if blank:
             raise ValueError(f"sources: empty source for {', '.join(blank)}")
         return self
+
+    @property
+    def table(self) -> ComputeTable | None:
+        """The bound runtime's measured latency table, which charges model calls instead of the roofline."""
+        return self._table
+
+    @property
+    def bound(self) -> bool:
+        """Whether the roofline has all its efficiencies (a runtime was bound, or the profile pins them)."""
+        return None not in (self.eta_compute, self.eta_memory, self.overhead_per_call_s)
+
+    def with_runtime(self, runtime: RuntimeProfile, ref: str | None = None) -> DeviceProfile:
+        """This device as a node's compute sees it under `runtime`: the runtime's efficiencies for this
+        device (its name, else its kind, else the runtime's default) and its latency table.
+
+        `ref` is how the node named the runtime (None: this profile's own `runtime`). Numbers the device
+        profile pins itself were measured with its own runtime, so they win only when that one runs.
+        """
+        own = ref is None or ref == self.runtime
+        eff = runtime.efficiency_for(self.name, self.kind)
+        update: dict[str, object] = {"runtime": runtime.name}
+        sources = {k: v for k, v in self.sources.items() if k not in _EFFICIENCY_FIELDS}
+        for field in _EFFICIENCY_FIELDS:
+            pinned = getattr(self, field)
+            if own and pinned is not None:
+                update[field] = pinned
+                sources[field] = self.sources[field]
+            elif eff is not None and (field != "overhead_per_token_s" or field in eff.model_fields_set):
+                update[field] = getattr(eff, field)
+                sources[field] = f"runtime {runtime.name}: {eff.sources[field]}"
+            else:
+                update[field] = 0.0 if field == "overhead_per_token_s" else None
+        if runtime.table is None and None in (update["eta_compute"], update["eta_memory"],
+                                              update["overhead_per_call_s"]):
+            raise InputError(f"runtime {runtime.name!r} gives no efficiencies for device {self.name!r} "
+                             f"(kind {self.kind}) and has no latency table; add an `efficiency` entry "
+                             f"for {self.name}, {self.kind} or default")
+        bound = self.model_copy(update=update | {"sources": sources})
+        bound._table = runtime.table
+        return bound
 
     @property
     def memory_available_bytes(self) -> float:
@@ -171,9 +223,13 @@ def _read(path: Path) -> DeviceProfile:
     if not isinstance(data, dict):
         raise InputError(f"{show_path(path)}: a device profile must be a YAML mapping")
     try:
-        return DeviceProfile.model_validate(data)
+        profile = DeviceProfile.model_validate(data)
     except ValidationError as exc:
         raise InputError(f"{path}: {_one_line(exc)}") from exc
+    if is_file_reference(profile.runtime) and not Path(profile.runtime).is_absolute():
+        # a runtime file named by a profile file sits beside it, wherever the run starts from
+        profile = profile.model_copy(update={"runtime": str((path.parent / profile.runtime).resolve())})
+    return profile
 
 
 _PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -184,8 +240,19 @@ def _known_names(directory: Path) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.yaml"))
 
 
-def load_profile(name_or_path: str, search_dir: Path | None = None) -> DeviceProfile:
-    """A bundled profile by name (device_profiles/<name>.yaml) or a user's profile file by path.
+def load_profile(name_or_path: str, search_dir: Path | None = None, runtime: str | None = None
+                 ) -> DeviceProfile:
+    """A device profile bound to a runtime (`runtime`, else the profile's own): what a node computes on.
+
+    `runtime` is a bundled runtime's name or a runtime profile file's path (runtime_profiles/).
+    """
+    device = load_device(name_or_path, search_dir)
+    return device.with_runtime(load_runtime(runtime or device.runtime), runtime)
+
+
+def load_device(name_or_path: str, search_dir: Path | None = None) -> DeviceProfile:
+    """A bundled profile by name (device_profiles/<name>.yaml) or a user's profile file by path, as
+    written (not bound to a runtime).
 
     Only the spelling tells the two apart (`is_file_reference`), so a bare name means the bundled
     profile in every working directory. A file given by path may carry any `name:`: the path finds it.

@@ -170,17 +170,22 @@ _GROUPED = re.compile(r"(awq|gptq)-g(32|64|128)")
 """AWQ/GPTQ with group size 32, 64 or 128 — the sizes AutoAWQ's kernels accept (`calculate_zeros_width`)."""
 
 
+RUNTIME_FORMATS = ("q4f16_1", "8da4w-g32")
+"""Formats of one runtime each: MLC-LLM's q4f16_1 and ExecuTorch/XNNPACK's 8da4w with group 32."""
+
+
 def format_names() -> list[str]:
     """Every format name a card or scenario may use."""
     return [*GGUF_FILE_TYPES, *(f"{m}-g{g}" for m in ("awq", "gptq") for g in (32, 64, 128)), "fp8",
-            *PLAIN_FORMATS]
+            *RUNTIME_FORMATS, *PLAIN_FORMATS]
 
 
 def canonical_format(name: str) -> str:
     """The format's canonical spelling (GGUF types upper case, the rest lower case), or ValueError."""
     if name.upper() in GGUF_FILE_TYPES:
         return name.upper()
-    if name.lower() in PLAIN_FORMATS or name.lower() == "fp8" or _GROUPED.fullmatch(name.lower()):
+    if (name.lower() in PLAIN_FORMATS or name.lower() in ("fp8", *RUNTIME_FORMATS)
+            or _GROUPED.fullmatch(name.lower())):
         return name.lower()
     raise ValueError(f"unknown weight format {name[:40]!r} (known: {', '.join(format_names())})")
 
@@ -265,6 +270,29 @@ def _layout(shape: Shape, format_name: str) -> WeightLayout:
         # FP8 E4M3 linear layers with one fp32 scale each; embeddings, head and norms 16-bit
         body = sum(m.n_in * m.n_out + 4 for m in matrices) + 2 * n_other
         return WeightLayout(embedding=2 * table, head=0 if tied else 2 * table, body=body)
+    if format_name == "q4f16_1":
+        # MLC-LLM GroupQuantize(group_size=32, int4, model dtype float16, quantize_embedding and
+        # quantize_final_fc on): every matrix, the token table and the head as 4-bit values with one fp16
+        # scale per 32 (symmetric, no zero point) = 4.5 bit; norms fp16
+        def q4(n_in: int, n_weights: int) -> int:
+            if n_in % 32:
+                raise ValueError(f"q4f16_1: rows of {n_in} weights are no multiple of the group size 32")
+            return n_weights // 2 + 2 * (n_weights // 32)
+        body = sum(q4(m.n_in, m.n_in * m.n_out) for m in matrices) + 2 * n_other
+        q4_table = q4(shape.hidden_size, table)
+        return WeightLayout(embedding=q4_table, head=0 if tied else q4_table, body=body)
+    if format_name == "8da4w-g32":
+        # ExecuTorch XNNPACK `-qmode 8da4w -G 32` with `--embedding-quantize 8,0` (the SpinQuant/QAT
+        # Llama 3.2 exports, examples/models/llama/README.md): decoder linears 4-bit with one fp32 scale
+        # per 32 (5 bit); token table and output head each int8 per row with an fp32 scale, the head
+        # stored as its own tensor even when tied; norms fp32
+        def w4(n_in: int, n_weights: int) -> int:
+            if n_in % 32:
+                raise ValueError(f"8da4w-g32: rows of {n_in} weights are no multiple of the group size 32")
+            return n_weights // 2 + 4 * (n_weights // 32)
+        body = sum(w4(m.n_in, m.n_in * m.n_out) for m in matrices) + 4 * n_other
+        int8_table = table + 4 * shape.vocab_size
+        return WeightLayout(embedding=int8_table, head=int8_table, body=body)
     grouped = _GROUPED.fullmatch(format_name)
     if grouped is None:
         raise ValueError(f"{format_name!r} is not a quantised format")

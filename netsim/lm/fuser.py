@@ -33,6 +33,7 @@ conditioned on the fused cache. Training (`fuser_train`) and `fusion_nll` below 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -459,3 +460,162 @@ def heldout_windows(tokenizer: Tokenizer, texts: Sequence[str], n_tokens: int) -
         if len(ids) >= n_tokens:
             windows.append(ids[:n_tokens])
     return windows
+
+
+# ---------------------------------------------------------------------------------------------------
+# Across tokenizers: can the rule apply, and the aligned windows (issue 7 item 2)
+# ---------------------------------------------------------------------------------------------------
+
+ALIGNMENT_PROBE = "Shall I compare thee? naïve façade — 日本 🙂\n\n  O Romeo,\tRomeo!"
+"""Probe text of `check_alignable`: ASCII words and punctuation, accented letters, a dash, CJK, an emoji
+(4 UTF-8 bytes), blank lines, runs of spaces and a tab — the cases where offsets go wrong."""
+
+
+def check_alignable(sender_tokenizer: Tokenizer, receiver_tokenizer: Tokenizer) -> str | None:
+    """None when the character-offset rule (module doc) can align the two tokenizers; else a short reason.
+
+    Both must report, for a probe text, character spans that lie inside the text, never move backwards and
+    cover every non-space character, so each token has an end and the last one ends at the text's last
+    non-space character. A tokenizer whose offsets are all (0, 0) (some hand-built or converted
+    vocabularies) or that drops characters without a span cannot be aligned: the rule would silently give
+    every receiver position the sender's start state.
+    """
+    for role, tokenizer in (("sender", sender_tokenizer), ("receiver", receiver_tokenizer)):
+        reason = _offsets_problem(tokenizer, ALIGNMENT_PROBE)
+        if reason is not None:
+            return f"{role} tokenizer {reason}"
+    return None
+
+
+def _offsets_problem(tokenizer: Tokenizer, text: str) -> str | None:
+    encoding = tokenizer.hf.encode(text, add_special_tokens=False)
+    spans = encoding.offsets
+    if not spans:
+        return "encodes the probe text to no tokens"
+    if any(not 0 <= a <= b <= len(text) for a, b in spans):
+        return "reports character offsets outside the text"
+    if any(later[0] < earlier[0] for earlier, later in itertools.pairwise(spans)):
+        return "reports character offsets that move backwards"
+    covered = np.zeros(len(text), dtype=bool)
+    for a, b in spans:
+        covered[a:b] = True
+    missing = [i for i, ch in enumerate(text) if not ch.isspace() and not covered[i]]
+    if missing:
+        return (f"reports no character offsets for {len(missing)} of {len(text)} probe characters "
+                f"(first {text[missing[0]]!r} at {missing[0]})")
+    return None
+
+
+def start_token(tokenizer: Tokenizer) -> int | None:
+    """The document-start token a model conditions on (BOS, else EOS), as `netsim.lm.evaluate` uses it."""
+    return tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
+
+
+@dataclass(frozen=True)
+class AlignedWindow:
+    """One text read by both models of a pair: the receiver's token window and the sender's prefix.
+
+    The receiver reads `receiver_ids` (start token + text); its first `n_prefix` tokens are the shared
+    input, which end at character `prefix_chars` (rounded down when the last is a byte piece of a
+    character). The sender reads that same text, `text[:prefix_chars]`, with its own tokenizer and start
+    token (`sender_ids`), so none of its states has read past the receiver's prefix. `alignment[r]` is the
+    sender position fused into receiver position r (`align_tokens`), −1 for none.
+    """
+
+    receiver_ids: list[int]
+    sender_ids: list[int]
+    alignment: np.ndarray
+    n_prefix: int
+    prefix_chars: int
+
+
+def aligned_window(sender_tokenizer: Tokenizer, receiver_tokenizer: Tokenizer, text: str, n_tokens: int,
+                   n_prefix: int) -> AlignedWindow | None:
+    """The first `n_tokens` receiver tokens of `text` (after its start token) and the sender's reading of
+    the first `n_prefix` of them; None when the text is shorter than `n_tokens` receiver tokens."""
+    if not 0 < n_prefix < n_tokens:
+        raise ValueError(f"aligned_window: prefix {n_prefix} must lie inside the window of {n_tokens}")
+    receiver_ids, receiver_ends = encode_with_ends(receiver_tokenizer, text,
+                                                   start_id=start_token(receiver_tokenizer))
+    if len(receiver_ids) < n_tokens:
+        return None
+    prefix_chars = math.floor(receiver_ends[n_prefix - 1] + 1e-9)
+    sender_ids, sender_ends = encode_with_ends(sender_tokenizer, text[:prefix_chars],
+                                               start_id=start_token(sender_tokenizer))
+    alignment = align_tokens(receiver_ends[:n_prefix], sender_ends)
+    return AlignedWindow(receiver_ids=receiver_ids[:n_tokens], sender_ids=sender_ids, alignment=alignment,
+                         n_prefix=n_prefix, prefix_chars=prefix_chars)
+
+
+def aligned_windows(sender_tokenizer: Tokenizer, receiver_tokenizer: Tokenizer, texts: Sequence[str],
+                    n_tokens: int, n_prefix: int) -> list[AlignedWindow]:
+    """`aligned_window` of each text long enough (the aligned counterpart of `heldout_windows`)."""
+    windows = (aligned_window(sender_tokenizer, receiver_tokenizer, t, n_tokens, n_prefix) for t in texts)
+    return [w for w in windows if w is not None]
+
+
+def fusion_nll_aligned(sender: OnnxCausalLM, receiver: OnnxCausalLM, fuser: Fuser,
+                       windows: Sequence[AlignedWindow], *, control: bool = False) -> dict[str, float]:
+    """`fusion_nll` across tokenizers: each model reads the window's text with its own tokenizer.
+
+    The receiver prefills its `n_prefix` tokens, the sender prefills its reading of the same characters,
+    the fuser fuses them through the window's alignment, and the receiver is scored on its continuation
+    exactly as in `fusion_nll` (for one tokenizer the alignment is the identity and the two agree). The
+    control fuses the *next* window's sender cache through that window's alignment (same receiver
+    positions, other text). Same keys as `fusion_nll`.
+    """
+    theirs = [sender.prefill(w.sender_ids)[1] for w in windows]
+    alone, fused_nll, other, counts = [], [], [], []
+    for i, window in enumerate(windows):
+        n_prefix, ids = window.n_prefix, window.receiver_ids
+        if not 0 < n_prefix < len(ids) - 1:
+            raise ValueError(f"fusion_nll_aligned: window of {len(ids)} tokens leaves nothing after "
+                             f"{n_prefix}")
+        rest = list(ids[n_prefix:])
+        _, own = receiver.prefill(list(ids[:n_prefix]))
+        logits_alone, _ = receiver.verify(rest[:-1], own)
+        logits_fused, _ = receiver.verify(rest[:-1], fuser.fuse(theirs[i], own, window.alignment))
+        alone.append(_nll_sum(logits_alone, rest[1:]))
+        fused_nll.append(_nll_sum(logits_fused, rest[1:]))
+        if control:
+            j = (i + 1) % len(windows)
+            if windows[j].n_prefix != n_prefix:
+                raise ValueError("fusion_nll_aligned: the control needs windows of one prefix length")
+            logits_other, _ = receiver.verify(rest[:-1], fuser.fuse(theirs[j], own, windows[j].alignment))
+            other.append(_nll_sum(logits_other, rest[1:]))
+        counts.append(len(rest) - 1)
+    return _nll_summary(alone, fused_nll, other if control else None, counts)
+
+
+def _nll_summary(alone: list[float], fused: list[float], other: list[float] | None,
+                 counts: list[int]) -> dict[str, float]:
+    n = np.asarray(counts, dtype=np.float64)
+
+    def paired_stderr(a: list[float], b: list[float]) -> float:
+        per_token = (np.asarray(a) - np.asarray(b)) / n
+        return float(per_token.std(ddof=1) / np.sqrt(len(n))) if len(n) > 1 else float("nan")
+
+    result = {"nll_alone": float(sum(alone) / n.sum()), "nll_fused": float(sum(fused) / n.sum()),
+              "tokens": int(n.sum()), "delta_stderr": paired_stderr(fused, alone)}
+    if other is not None:
+        result["nll_other_sender"] = float(sum(other) / n.sum())
+        result["other_sender_gap_stderr"] = paired_stderr(fused, other)
+    return result
+
+
+def fuser_n_params(sender_kv_dims: Sequence[int], receiver_kv_heads: int, receiver_head_dim: int,
+                   hidden: int) -> int:
+    """Parameters of a fuser of this architecture (`fuser_train.CacheFuser`) for any pair's geometry.
+
+    `sender_kv_dims[j]` is kv_heads × head_dim of the sender layer feeding receiver layer j. Per receiver
+    layer: a key and a value path, each two layer norms, a 3-layer MLP of width `hidden` over the
+    concatenated vectors, the projection and the per-head weight, plus the layer's two gate logits. Used to
+    bill a fuser sized for the cost cards a run is charged as, not the small bundled pair's.
+    """
+    dr = receiver_kv_heads * receiver_head_dim
+    total = 0
+    for ds in sender_kv_dims:
+        path = (2 * ds + 2 * dr + (ds + dr) * hidden + hidden + 2 * (hidden * hidden + hidden)
+                + hidden * dr + dr + hidden * receiver_kv_heads + receiver_kv_heads)
+        total += 2 * path + 2
+    return total

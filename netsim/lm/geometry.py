@@ -112,7 +112,7 @@ class ModelGeometry(BaseModel):
         if self.format is None:  # P_body + P_head = n_non_embedding_params
             return self.n_non_embedding_params * self.bytes_per_element
         layout = weight_layout(self, self.format)
-        return float(layout.body + (layout.head if not self.tied_embeddings else layout.embedding))
+        return float(layout.body + (layout.head or layout.embedding))  # a tied table is read as the head
 
     @property
     def embedding_row_bytes(self) -> float:

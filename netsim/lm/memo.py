@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +40,11 @@ DEFAULT_LOGITS_MEMO_NBYTES = 256 << 20
 DEFAULT_KV_MEMO_NBYTES = 512 << 20
 DEFAULT_GENERATE_MEMO_ENTRIES = 65_536
 _RECENT_SCAN = 32
-"""How many recently used KV caches are searched for a shared prefix when no exact parent is cached."""
+"""How many recently used KV caches are searched for a shared prefix shorter than _INDEX_STRIDE."""
+_INDEX_STRIDE = 16
+"""Every cached KV entry is indexed under its prefixes of 16, 32, 48, … tokens, so the cache sharing the
+longest prefix with a query is found among hundreds of sequences in flight (a fleet of devices) with a
+few dictionary lookups, not by scanning the recent ones only."""
 
 Prefix = tuple[int, ...]
 V = TypeVar("V")
@@ -60,15 +65,19 @@ class _LRU(Generic[V]):
         self.items.move_to_end(key)
         return hit[0]
 
-    def put(self, key: Prefix, value: V, size: int) -> None:
+    def put(self, key: Prefix, value: V, size: int) -> list[Prefix]:
+        """Store `key`; returns the keys evicted to make room (`key` itself if it alone is too big)."""
         self.pop(key)
         if size > self.budget:
-            return
+            return [key]
         self.items[key] = (value, size)
         self.used += size
+        evicted_keys = []
         while self.used > self.budget:
-            _, (_, evicted) = self.items.popitem(last=False)
+            old, (_, evicted) = self.items.popitem(last=False)
             self.used -= evicted
+            evicted_keys.append(old)
+        return evicted_keys
 
     def pop(self, key: Prefix) -> None:
         old = self.items.pop(key, None)
@@ -89,18 +98,39 @@ class DiskMemo:
 
     SQLite in WAL mode lets the processes of a sweep share the file; rows are keyed by a digest of the
     token prefix and stored as raw float32, so a hit returns exactly what the model computed.
+
+    Writes are batched: rows wait in memory (where this process's reads find them) and go to the file in
+    one transaction per generated answer (`LanguageModel.generate`), per `FLUSH_ROWS` rows, per
+    `FLUSH_AFTER_S` seconds, and on `flush()`/`close()` (a sweep worker flushes after every point) —
+    rather than a transaction, with its locking and WAL append, per row of every model call. A process
+    that ends without `close()` loses at most its last unflushed rows: a later run recomputes them.
+
+    Several processes may write at once: a batch takes the write lock up front (`BEGIN IMMEDIATE`, so two
+    writers never deadlock upgrading a read lock), waits up to `timeout_s` for it, and `INSERT OR IGNORE`
+    makes a row that another process wrote first a no-op — the models are deterministic, so both computed
+    the same bytes. A batch that
+    still finds the file locked stays pending and is tried again at the next flush: the memo is a cache,
+    and a row that never lands costs a recomputation, never a different result.
     """
 
-    def __init__(self, directory: Path, model_sha256: str, vocab_size: int) -> None:
+    FLUSH_ROWS = 512
+    FLUSH_AFTER_S = 2.0
+
+    def __init__(self, directory: Path, model_sha256: str, vocab_size: int, *, timeout_s: float = 60.0
+                 ) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{model_sha256}.sqlite"
         self.vocab_size = vocab_size
-        self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        self.db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS logits (key BLOB PRIMARY KEY, row BLOB) WITHOUT ROWID")
         self.db.execute("CREATE TABLE IF NOT EXISTS generated (key BLOB PRIMARY KEY, ids BLOB) WITHOUT ROWID")
+        self._pending: dict[str, dict[bytes, bytes]] = {"logits": {}, "generated": {}}
+        self._first_pending_s: float | None = None
+        self.n_flushes = 0
+        """transactions committed so far (tests count them)"""
 
     @staticmethod
     def digest(*parts: bytes) -> bytes:
@@ -111,26 +141,65 @@ class DiskMemo:
         return h.digest()
 
     def get_logits(self, prefix: Prefix) -> np.ndarray | None:
-        query = "SELECT row FROM logits WHERE key = ?"
-        found = self.db.execute(query, (self._prefix_key(prefix),)).fetchone()
-        if found is None or len(found[0]) != 4 * self.vocab_size:
+        blob = self._get("logits", "row", self._prefix_key(prefix))
+        if blob is None or len(blob) != 4 * self.vocab_size:
             return None
-        return np.frombuffer(found[0], dtype="<f4")
+        return np.frombuffer(blob, dtype="<f4")
 
     def put_logits(self, prefix: Prefix, row: np.ndarray) -> None:
-        self.db.execute("INSERT OR IGNORE INTO logits VALUES (?, ?)",
-                        (self._prefix_key(prefix), row.astype("<f4").tobytes()))
+        self._put("logits", self._prefix_key(prefix), row.astype("<f4").tobytes())
 
     def get_generated(self, key: bytes) -> tuple[int, ...] | None:
-        found = self.db.execute("SELECT ids FROM generated WHERE key = ?", (key,)).fetchone()
-        return None if found is None else tuple(int(t) for t in np.frombuffer(found[0], dtype="<i8"))
+        blob = self._get("generated", "ids", key)
+        return None if blob is None else tuple(int(t) for t in np.frombuffer(blob, dtype="<i8"))
 
     def put_generated(self, key: bytes, ids: Sequence[int]) -> None:
-        self.db.execute("INSERT OR IGNORE INTO generated VALUES (?, ?)",
-                        (key, np.asarray(ids, dtype="<i8").tobytes()))
+        self._put("generated", key, np.asarray(ids, dtype="<i8").tobytes())
+
+    @property
+    def n_pending(self) -> int:
+        return sum(len(rows) for rows in self._pending.values())
+
+    def flush(self) -> bool:
+        """Write the pending rows in one transaction; False (rows kept) if the file stayed locked."""
+        if not self.n_pending:
+            return True
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # locked for the whole timeout: keep the rows for the next flush
+            return False
+        try:
+            for table, rows in self._pending.items():
+                if rows:
+                    self.db.executemany(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", rows.items())
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self._pending = {table: {} for table in self._pending}
+        self._first_pending_s = None
+        self.n_flushes += 1
+        return True
 
     def close(self) -> None:
+        """Flush (one last try; rows a locked file refuses are dropped, being a cache) and close."""
+        self.flush()
         self.db.close()
+
+    def _get(self, table: str, column: str, key: bytes) -> bytes | None:
+        pending = self._pending[table].get(key)
+        if pending is not None:
+            return pending
+        found = self.db.execute(f"SELECT {column} FROM {table} WHERE key = ?", (key,)).fetchone()
+        return None if found is None else found[0]
+
+    def _put(self, table: str, key: bytes, blob: bytes) -> None:
+        self._pending[table].setdefault(key, blob)
+        now = time.monotonic()
+        if self._first_pending_s is None:
+            self._first_pending_s = now
+        if self.n_pending >= self.FLUSH_ROWS or now - self._first_pending_s >= self.FLUSH_AFTER_S:
+            self.flush()
 
     def _prefix_key(self, prefix: Prefix) -> bytes:
         return self.digest(b"logits", np.asarray(prefix, dtype="<i8").tobytes())
@@ -151,6 +220,8 @@ class LanguageModel:
         self.disk = DiskMemo(disk_dir, lm.sha256, lm.geometry.vocab_size) if disk_dir is not None else None
         self._logits: _LRU[np.ndarray] = _LRU(logits_memo_nbytes)
         self._kv: _LRU[KVCache] = _LRU(kv_memo_nbytes)
+        self._kv_index: dict[Prefix, set[Prefix]] = {}
+        """prefix of _INDEX_STRIDE·k tokens → keys of the KV entries starting with it (live entries only)"""
         self._generated: _LRU[tuple[int, ...]] = _LRU(generate_memo_entries)
         self.n_model_calls = 0
         """onnxruntime invocations so far (what the memo saves; tests count them)."""
@@ -237,8 +308,15 @@ class LanguageModel:
             done = tuple(self._sample_tokens(prompt_ids, max_new_tokens, sampling, seed, eos))
             if self.disk is not None:
                 self.disk.put_generated(key, done)
+                self.disk.flush()  # a whole answer, its logits rows with it: one transaction
         self._generated.put(memo_key, done, 1)
         return list(done)
+
+    def flush(self) -> None:
+        """Write the disk memo's pending rows now (a sweep worker calls this after every point, so the
+        other processes of the machine see them; see DiskMemo)."""
+        if self.disk is not None:
+            self.disk.flush()
 
     def close(self) -> None:
         if self.disk is not None:
@@ -277,6 +355,19 @@ class LanguageModel:
                 return n, cache, key[:n]
         best: tuple[int, KVCache | None, Prefix | None] = (0, None, None)
         target = np.asarray(key)
+        for k in range(len(key) // _INDEX_STRIDE * _INDEX_STRIDE, 0, -_INDEX_STRIDE):
+            bucket = self._kv_index.get(key[:k])
+            if not bucket:
+                continue
+            for entry_key in sorted(bucket):  # sorted: the same pick in every run, whatever the set order
+                n = min(len(entry_key), len(key))
+                differ = np.flatnonzero(np.asarray(entry_key[:n]) != target[:n])
+                shared = int(differ[0]) if differ.size else n
+                if shared > best[0]:
+                    best = (shared, self._kv.items[entry_key][0], entry_key)
+            if best[2] is not None:  # entries of a deeper bucket share ≥ k tokens; any other shares fewer
+                self._kv.get(best[2])  # counts as a use for the LRU order
+                return best
         for entry_key, cache in self._kv.recent(_RECENT_SCAN):
             n = min(len(entry_key), len(key))
             differ = np.flatnonzero(np.asarray(entry_key[:n]) != target[:n])
@@ -310,8 +401,22 @@ class LanguageModel:
             rows.append(row)
         if entry_key is not None and len(entry_key) <= n and entry_key == key[:len(entry_key)]:
             self._kv.pop(entry_key)  # the parent is a view of the child from now on
-        self._kv.put(key, cache, cache.nbytes)
+            self._unindex(entry_key)
+        self._unindex(key)  # a key computed again replaces its entry
+        for gone in self._kv.put(key, cache, cache.nbytes):
+            self._unindex(gone)
+        if key in self._kv.items:
+            for k in range(_INDEX_STRIDE, len(key) + 1, _INDEX_STRIDE):
+                self._kv_index.setdefault(key[:k], set()).add(key)
         return rows
+
+    def _unindex(self, key: Prefix) -> None:
+        for k in range(_INDEX_STRIDE, len(key) + 1, _INDEX_STRIDE):
+            bucket = self._kv_index.get(key[:k])
+            if bucket is not None:
+                bucket.discard(key)
+                if not bucket:
+                    del self._kv_index[key[:k]]
 
     def _uncached_kv(self, key: Prefix) -> KVCache:
         fed = key if len(key) >= 2 else (key[0], key[0])

@@ -17,6 +17,8 @@ import numpy as np
 
 from netsim.errors import ModelError
 from netsim.lm.cards import load_card
+from netsim.lm.fuser import Fuser, find_fuser_dir
+from netsim.lm.fusion import FusionMemo
 from netsim.lm.geometry import ModelGeometry
 from netsim.lm.manifest import MANIFEST_FILE, Manifest, read_manifest
 from netsim.lm.memo import DEFAULT_KV_MEMO_NBYTES, DEFAULT_LOGITS_MEMO_NBYTES, LanguageModel
@@ -44,6 +46,9 @@ class ModelStore:
         self.threads = threads
         self.memo_budgets = {"logits_memo_nbytes": logits_memo_nbytes, "kv_memo_nbytes": kv_memo_nbytes}
         self._loaded: dict[str, LanguageModel] = {}
+        self._fusers: dict[tuple[str, str], Fuser] = {}
+        self.fusion = FusionMemo()
+        """Fused caches and generations on them (C2C), shared by every run of this process like the models."""
 
     def names(self) -> list[str]:
         """Every model name on the search path, sorted; a name is listed once."""
@@ -66,6 +71,16 @@ class ModelStore:
             lm = OnnxCausalLM.load(self.path(name), threads=self.threads, name=name)
             self._loaded[name] = LanguageModel(lm, disk_dir=self.disk_memo, **self.memo_budgets)
         return self._loaded[name]
+
+    def fuser(self, sender: str, receiver: str) -> Fuser:
+        """The trained fuser `sender → receiver` on the model search path, loaded and checked against both
+        models' weights once per process (ModelError when there is none or it does not fit them)."""
+        key = (sender, receiver)
+        if key not in self._fusers:
+            fuser = Fuser.load(find_fuser_dir(sender, receiver, self.search_dirs), threads=self.threads)
+            fuser.check_pair(self.load(sender).lm, self.load(receiver).lm)
+            self._fusers[key] = fuser
+        return self._fusers[key]
 
     def card(self, name: str) -> ModelGeometry:
         """Geometry of the cost card `name`: a bundled card (models/cards/NAME.yaml) or a card file's path."""

@@ -56,11 +56,12 @@ class Link:
     """A directed hop `src -> dst` over a (possibly shared) medium."""
 
     __slots__ = ("abandoned", "bytes_abandoned", "bytes_lost", "bytes_received", "bytes_sent", "channel",
-                 "delay_s", "dst", "header_bytes", "loss", "medium", "messages", "mss_bytes", "mtu_bytes",
-                 "peak_bps", "src", "stream_key")
+                 "delay_s", "dst", "header_bytes", "jitter", "loss", "medium", "messages", "mss_bytes",
+                 "mtu_bytes", "peak_bps", "src", "stream_key")
 
     def __init__(self, src: str, dst: str, medium: Medium, peak_bps: float, delay_s: float, loss: float,
-                 mtu_bytes: int, header_bytes: int, channel: Channel | None = None) -> None:
+                 mtu_bytes: int, header_bytes: int, channel: Channel | None = None, jitter: float = 0.0
+                 ) -> None:
         self.src = src
         self.dst = dst
         self.medium = medium
@@ -68,6 +69,8 @@ class Link:
         """Peak rate when alone on the medium (the PHY rate of a cell member, at the current block)."""
         self.channel = channel if channel is not None and channel.varying else None
         self.delay_s = delay_s
+        self.jitter = jitter
+        """Relative half-width of the uniform spread of a message's delay on this hop (LinkSpec.jitter)."""
         self.loss = loss
         self.mtu_bytes = mtu_bytes
         self.header_bytes = header_bytes

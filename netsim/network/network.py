@@ -135,11 +135,14 @@ class Network:
         """Least-latency route, from a shortest-path tree when one endpoint is a hub.
 
         One search per (src, dst) pair explores the whole cell again and again: 10,000 phones talking to
-        one cloud cost 10,000 searches of 10,000 nodes. An endpoint seen a second time becomes the root of
-        a tree (toward it, or away from it) that answers every later pair through it, so a fleet around a
-        few servers costs one search per server and direction. Ties between equal-latency routes are
-        broken by hop count (route_weight); exact ties beyond that may resolve differently by tree or
-        pair search, which no bundled topology has.
+        one cloud cost 10,000 searches of 10,000 nodes. An endpoint seen in ROUTE_TREE_AFTER pair searches
+        becomes the root of a tree (toward it, or away from it) that answers every later pair through it,
+        so a fleet around a few servers costs one search per server and direction. Not sooner: a tree
+        searches the whole graph and holds a route to every node (~2 MB at 10,000 nodes), so 2,000
+        verifiers that each serve 16 of 10,000 devices keep their pair searches, which explore only the
+        neighbourhood of the two ends, instead of 4,000 whole-graph trees. Ties between equal-latency
+        routes are broken by hop count (route_weight); exact ties beyond that may resolve differently by
+        tree or pair search, which no bundled topology has.
         """
         tree = self._trees_to.get(dst)
         if tree is not None and src in tree:
@@ -149,13 +152,13 @@ class Network:
             return tree[dst]
         self._seen_dst[dst] = self._seen_dst.get(dst, 0) + 1
         self._seen_src[src] = self._seen_src.get(src, 0) + 1
-        if self._seen_dst[dst] >= 2 and dst in self.graph:
+        if self._seen_dst[dst] >= ROUTE_TREE_AFTER and dst in self.graph:
             # paths from dst in the reversed graph are the routes into dst, reversed
             tree = self._trees_to[dst] = nx.single_source_dijkstra_path(
                 self.graph.reverse(copy=False), dst, weight=route_weight)
             if src in tree:
                 return tree[src][::-1]
-        elif self._seen_src[src] >= 2 and src in self.graph:
+        elif self._seen_src[src] >= ROUTE_TREE_AFTER and src in self.graph:
             tree = self._trees_from[src] = nx.single_source_dijkstra_path(
                 self.graph, src, weight=route_weight)
             if dst in tree:
@@ -175,6 +178,45 @@ class Network:
 
     def rtt_s(self, src: str, dst: str) -> float:
         return self.path(src, dst).rtt_s
+
+    def estimate_transfer_s(self, src: str, dst: str, nbytes: int) -> float:
+        """What carrying `nbytes` from src to dst would take if it started now: for policies that choose by
+        the network's state (FedRefine's cache-or-token choice, FedHLM's eq. 13). Never moves a byte.
+
+        Per hop: wire bytes (headers included) at the hop's current peak rate shared equally with the flows
+        already on its medium, plus propagation; with `tcp`, the handshake when no connection is open and
+        at least one round trip per slow-start round the first hop needs (window doubling from the initial
+        one up to the path's cap). Loss, fading after now and flows arriving later are not foreseen; a hop
+        that is down or out of coverage makes the estimate infinite.
+        """
+        if src == dst:
+            return 0.0
+        path = self.path(src, dst)
+        now = self.env.now
+        total_s = 0.0
+        for i, link in enumerate(path.hops):
+            medium = link.medium
+            peak = link.channel.rate_bps(now) if link.channel is not None else link.peak_bps
+            if peak <= 0.0 or (medium.down_until_s is not None and medium.down_until_s > now):
+                return math.inf
+            serial_s = link.wire_nbytes(nbytes) * 8 / (peak / (medium.n_flows + 1))
+            if i == 0 and self._tcp:
+                if self._open_window_s(path) is None:
+                    total_s += path.handshake_s
+                n_packets = max(1, -(-nbytes // link.mss_bytes))
+                window, sent, rounds = float(self.transport.init_cwnd_segments), 0, 0
+                while sent < n_packets:
+                    sent += int(min(window, path.rwnd_segments))
+                    window = min(2 * window, path.window_cap_segments)
+                    rounds += 1
+                serial_s = max(serial_s, (rounds - 1) * path.rtt_s)
+            total_s += serial_s + link.delay_s
+        return total_s
+
+    def _open_window_s(self, path: Path) -> float | None:
+        """When the kept-open connection of `path` was established, or None (a handshake is due)."""
+        conn = self._connections.get(path.connection) if self.transport.keep_alive else None
+        return None if conn is None or conn.established_s > self.env.now else conn.established_s
 
     # -- transfers ----------------------------------------------------------------------------------
 
@@ -218,7 +260,7 @@ class Network:
                                                       path.bdp_segments, False):
                     # one round carries the whole message: one flow, as with `ideal`, then the window
                     sent = nbytes + n_packets * link.header_bytes
-                    flow = link.medium.transmit(link, sent * 8, link.delay_s)
+                    flow = link.medium.transmit(link, sent * 8, self._delay_s(link, request_id, message, 0))
                     yield flow
                     t_now_s = window.last_active_s = env.now
                     if flow.fail_reason is not None or flow.outage_wait_s > 0.0:
@@ -256,14 +298,15 @@ class Network:
                     rng = self._loss_stream(link, request_id, message, hop)
                     plan = link.plan(nbytes, rng, self._max_retx)
                     sent = plan.sent_nbytes
-                    flow = link.medium.transmit(link, sent * 8, 0.0 if plan.failed else link.delay_s)
+                    flow = link.medium.transmit(link, sent * 8, 0.0 if plan.failed
+                                                else self._delay_s(link, request_id, message, hop))
                     yield flow
                     wait_s += self._settle(link, plan, flow.fail_reason, flow.nbytes_sent, flow.outage_wait_s,
                                            src, dst, nbytes, request_id, kind, t_hop_s)
                     retransmissions += plan.retransmissions
                 else:
                     sent = nbytes + max(1, -(-nbytes // link.mss_bytes)) * link.header_bytes
-                    flow = link.medium.transmit(link, sent * 8, link.delay_s)
+                    flow = link.medium.transmit(link, sent * 8, self._delay_s(link, request_id, message, hop))
                     yield flow
                     if flow.fail_reason is not None or flow.outage_wait_s > 0.0:
                         wait_s += self._settle(link, None, flow.fail_reason, flow.nbytes_sent,
@@ -281,6 +324,15 @@ class Network:
             raise
         return Delivery(src, dst, nbytes, t_start_s, env.now, path.nodes, tuple(hop_nbytes), retransmissions,
                         handshake_s, wait_s)
+
+    def _delay_s(self, link: Link, request_id: int | None, message: int, hop: int) -> float:
+        """This message's propagation delay on this hop: the link's, spread uniformly by ±jitter, drawn from
+        a stream keyed like the loss draws (another identity per link), so it ignores other traffic."""
+        if link.jitter == 0.0:
+            return link.delay_s
+        request_key = 0 if request_id is None else ((request_id << 1) | 1) & MASK64
+        rng = self._loss_streams.at(link.stream_key ^ _JITTER_STREAM, request_key, (message << 16) | hop)
+        return link.delay_s * (1.0 + link.jitter * (2.0 * rng.random() - 1.0))
 
     def _loss_stream(self, link: Link, request_id: int | None, message: int, hop: int) -> np.random.Generator:
         """The generator of this message-hop's loss draws: keyed by (link, request, message, hop), never by
@@ -384,6 +436,13 @@ class Network:
                 f"{len(self.media)} media, {self.transport.kind})")
 
 
+ROUTE_TREE_AFTER = 32
+"""Pair searches through one endpoint before it becomes the root of a shortest-path tree (`_route`)."""
+
+_JITTER_STREAM = 0x6A17_7E12_D3C4_B5A6
+"""Flips a link's loss-stream identity into its jitter-stream identity: the two never share draws."""
+
+
 def _serialization_s(nbytes: int, link: Link) -> float:
     """Time to put `nbytes` on an idle hop (infinite for a member out of coverage)."""
     return nbytes * 8.0 / link.peak_bps if link.peak_bps > 0.0 else math.inf
@@ -408,7 +467,7 @@ def build_network(env: simpy.Environment, nodes: Iterable[str], links: Sequence[
         for src, dst in ends:
             medium = media[f"{src}->{dst}"] = SHARING[spec.discipline](env, f"{src}->{dst}", timeout_s)
             out[(src, dst)] = Link(src, dst, medium, spec.rate_mbps * 1e6, spec.delay_ms * 1e-3, spec.loss,
-                                   spec.mtu_bytes, spec.header_bytes)
+                                   spec.mtu_bytes, spec.header_bytes, jitter=spec.jitter)
             if spec.outages:
                 env.process(outage_schedule(env, medium, [(o.start_s, o.end_s) for o in spec.outages]))
     for cell in cells:

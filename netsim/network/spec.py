@@ -92,6 +92,10 @@ class LinkSpec(_Strict):
                     "(10 Tbit/s)")
     delay_ms: float = Field(
         0.0, ge=0, le=DELAY_MAX_MS, description="one-way propagation delay, ms: 0 to 1e5 (100 s)")
+    jitter: float = Field(
+        0.0, ge=0, lt=1,
+        description="delay jitter: each message's delay on this hop is delay_ms × (1 + jitter × U[−1, 1]), "
+                    "drawn per message and hop; 0 (none) to below 1 (0.12: ±12%)")
     duplex: bool = Field(True, description="also create dst->src with the same parameters (full duplex)")
     discipline: Discipline = Field(
         "fair", description="`fair`: processor sharing among concurrent flows; `fifo`: one message at a time")

@@ -3,9 +3,11 @@
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas — no pyplot, so no global figure
 state and no display backend — inside an `rc_context` that fixes sizes, fonts and the SVG id salt, so the
 same results give byte-identical PNG and SVG files (SVG `Date` metadata is dropped). Each `*_figure`
-function returns None when the results hold nothing to draw, so the page lists only what exists; the
-token-source and rounds figures appear by themselves once a policy writes `tokens_p2p` or
-`rounds.parquet`.
+function returns None when the results hold nothing to draw, so the page lists only what exists: the
+token-resolution breakdown appears once a policy resolves tokens at several tiers (`tokens_p2p`,
+`tokens_edge`, or local and LLM tokens in one request), convergence over rounds once a run writes
+`rounds.parquet`, accuracy against bytes once the requests carry an accuracy column, and the crossover
+annotation once two lines of the e2e figure cross.
 """
 
 from __future__ import annotations
@@ -333,7 +335,8 @@ def energy_sweep_figure(frames: SweepFrames) -> Drawn | None:
 
 
 def tokens_figure(tokens: pl.DataFrame | None, frames: SweepFrames | None) -> Drawn | None:
-    """Share of output tokens resolved at each tier; drawn only when a policy writes `tokens_p2p`."""
+    """Share of output tokens resolved at each tier (device, peers, edge, cloud LLM), stacked; drawn only
+    when some policy resolves tokens at several tiers (frames._tokens)."""
     if tokens is None or tokens.is_empty():
         return None
     sources = list(dict.fromkeys(tokens["source"].to_list()))
@@ -370,19 +373,25 @@ def tokens_figure(tokens: pl.DataFrame | None, frames: SweepFrames | None) -> Dr
     return render("token_breakdown", "Token resolution by tier", caption, fig)
 
 
+ROUND_KEYS = ("round", "client", "point", "request_id")
+"""Columns of rounds.parquet that say where a row belongs, not what was measured."""
+_ROUNDS_FIRST = ("threshold", "loss", "transmission_rate")
+"""Drawn first when present: the learned threshold and what it trades (FedHLM eqs. 4-6)."""
+_ROUNDS_MAX = 6
+
+
 def rounds_figure(rounds: dict[str, pl.DataFrame], series_of: dict[str, str], series: list[str]
                   ) -> Drawn | None:
-    """Every numeric column of `rounds.parquet` against its round, one thin line per run.
+    """Convergence over federated rounds: every numeric column of `rounds.parquet` against its round.
 
     `rounds` maps a run (a point id, or "run") to its table; `series_of` gives the run's line label, so
-    all runs of one policy share a colour. The table's schema belongs to the policy that writes it, so
-    nothing but a `round` column (else the row order) is assumed.
+    all runs of one policy share a colour. The table belongs to the policy that writes it, so only a
+    `round` column (else the row order) is assumed. With a `client` column, a run's line is the mean over
+    its clients at each round and the band their range (min to max), so a threshold learned per client
+    shows both where the clients converge and how far apart they stay.
     """
     frames = [f for f in rounds.values() if not f.is_empty()]
-    if not frames:
-        return None
-    columns = [c for c in dict.fromkeys(c for f in frames for c in f.columns)
-               if c != "round" and all(f[c].dtype.is_numeric() for f in frames if c in f.columns)][:6]
+    columns = rounds_columns(frames)
     if not columns:
         return None
     look = _look(series)
@@ -390,23 +399,101 @@ def rounds_figure(rounds: dict[str, pl.DataFrame], series_of: dict[str, str], se
     fig = _figure(4.0 * cols, 3.2 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     labelled: set[str] = set()
+    per_client = any("client" in f.columns for f in frames)
     for run, table in rounds.items():
         name = series_of.get(run, run)
-        x = table["round"].to_numpy() if "round" in table.columns else np.arange(table.height)
+        style = look(name)
         for ax, column in zip(axes, columns, strict=False):
-            if column in table.columns:
-                style = look(name)
-                ax.plot(x, table[column].to_numpy(), linewidth=0.9, alpha=0.8, color=style["color"],
-                        linestyle=style["linestyle"], label=None if name in labelled else name)
+            if column not in table.columns:
+                continue
+            x, mean, low, high = _round_line(table, column)
+            ax.plot(x, mean, linewidth=1.0, alpha=0.85, color=style["color"], linestyle=style["linestyle"],
+                    label=None if name in labelled else name)
+            if low is not None and high is not None and np.any(high > low):
+                ax.fill_between(x, low, high, color=style["color"], alpha=0.12, linewidth=0)
         labelled.add(name)
     for ax, column in zip(axes, columns, strict=False):
         ax.set_xlabel("round")
         ax.set_title(column)
+    if per_client:
+        fig.suptitle("mean over clients per round; their min–max range shaded", fontsize=9)
     for ax in axes[len(columns):]:
         ax.set_visible(False)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", title="policy")
-    caption = "Per-round values of the policy's rounds.parquet (e.g. learned thresholds), one line per run."
-    return render("rounds", "Rounds", caption, fig)
+    caption = ("Per-round values of the policy's rounds.parquet (e.g. the learned uncertainty threshold, its "
+               "loss and the transmission rate), one line per run"
+               + ("; with several clients, the line is their mean and the band their min–max range"
+                  if per_client else "") + ". A line that flattens has converged.")
+    return render("rounds", "Convergence over rounds", caption, fig)
+
+
+def rounds_columns(tables: list[pl.DataFrame]) -> list[str]:
+    """The measured columns to draw, the threshold and what it trades first, at most six."""
+    numeric = [c for c in dict.fromkeys(c for f in tables for c in f.columns)
+               if c not in ROUND_KEYS and all(f[c].dtype.is_numeric() for f in tables if c in f.columns)]
+    return ([c for c in _ROUNDS_FIRST if c in numeric] + [c for c in numeric if c not in _ROUNDS_FIRST]
+            )[:_ROUNDS_MAX]
+
+
+def _round_line(table: pl.DataFrame, column: str
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(round, mean, min, max) of `column`; min/max are None with one row per round."""
+    if "round" not in table.columns:
+        return np.arange(table.height), table[column].to_numpy(), None, None
+    by_round = (table.group_by("round").agg(pl.col(column).mean().alias("mean"),
+                                             pl.col(column).min().alias("low"),
+                                             pl.col(column).max().alias("high"), pl.len().alias("n"))
+                .sort("round"))
+    x = by_round["round"].to_numpy()
+    if int(by_round["n"].max() or 0) <= 1:
+        return x, by_round["mean"].to_numpy(), None, None
+    return x, by_round["mean"].to_numpy(), by_round["low"].to_numpy(), by_round["high"].to_numpy()
+
+
+def quality_figure(quality: pl.DataFrame | None, frames: SweepFrames | None) -> Drawn | None:
+    """Accuracy against payload bytes per generated token: what each policy's quality costs on the wire.
+
+    One panel per accuracy column; per series one marker per swept point (a line through them in the
+    order of the swept axis, labelled at its ends), the 95% interval as a vertical bar.
+    """
+    if quality is None or quality.is_empty():
+        return None
+    metrics = list(dict.fromkeys(quality["metric"].to_list()))
+    series = frames.series if frames is not None else list(dict.fromkeys(quality["series"].to_list()))
+    look = _look(series)
+    fig = _figure(5.2 * len(metrics), 4.0)
+    axes = np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False)).ravel()
+    for ax, metric in zip(axes, metrics, strict=True):
+        data = quality.filter(pl.col("metric") == metric)
+        spread = [v for v in data["bytes_per_token"].to_list() if v is not None and v > 0]
+        if spans_decades(spread):
+            ax.set_xscale("symlog", linthresh=max(min(spread), 1e-9))  # zero bytes (device_only) stays drawn
+        for name in series:
+            mine = data.filter(pl.col("series") == name)
+            if mine.is_empty():
+                continue
+            if "x" in mine.columns:
+                mine = mine.sort("x")
+            style = look(name)
+            xs, ys = mine["bytes_per_token"].to_numpy(), mine["mean"].to_numpy()
+            low, high = mine["low"].to_numpy(), mine["high"].to_numpy()
+            finite = np.isfinite(low) & np.isfinite(high)
+            err = np.vstack([np.where(finite, ys - low, 0.0), np.where(finite, high - ys, 0.0)])
+            ax.errorbar(xs, ys, yerr=err, color=style["color"], linestyle=style["linestyle"],
+                        marker=style["marker"], markersize=5, capsize=3, linewidth=1.0, label=name)
+            if frames is not None and frames.x is not None and mine.height > 1 and xs[0] != xs[-1]:
+                for k in (0, mine.height - 1):
+                    ax.annotate(f"{fmt_number(mine['x'][k])} {frames.unit}".rstrip(), (xs[k], ys[k]),
+                                xytext=(4, -10), textcoords="offset points", fontsize=7, color="0.3")
+        ax.set_xlabel("payload B / generated token")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} against bytes")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", title="policy")
+    caption = ("Mean per-request accuracy of the ok requests (95% Student-t interval) against the payload "
+               "bytes those requests moved per generated token (Σ bytes_total ÷ Σ output tokens)"
+               + (f"; one marker per {frames.x} value, the ends labelled" if frames is not None and frames.x
+                  else "") + ". Up and to the left is better: the same accuracy for fewer bytes.")
+    return render("accuracy_bytes", "Accuracy against bytes", caption, fig)
 
 
 # -------------------------------------------------------------------------------------------------- run

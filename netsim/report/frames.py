@@ -11,8 +11,12 @@ Per (x, series), over the ok requests of every repeat:
   ok requests, plus messages that belong to no request, ÷ the ok requests' output tokens;
 - energy per token: Σ energy_device_j (and its compute and radio parts) ÷ Σ output tokens — a ratio of
   sums, as summary.json's energy_per_token_j;
-- token sources (only when the requests have `tokens_p2p`, i.e. an HLM-style policy): Σ tokens_<source>
-  ÷ Σ output tokens.
+- token sources (only when some policy resolves tokens at several tiers — the requests have a
+  `tokens_p2p` or `tokens_edge` column, or one request took tokens from two tiers — as the HLM policies
+  do): Σ tokens_<tier> ÷ Σ output tokens, tiers local, p2p, edge, llm;
+- quality against bytes (only when the requests have an accuracy column — `accuracy`, `accuracy_*` or
+  `*_accuracy`, as a teacher-forced HLM run writes): the mean accuracy with its 95% interval against
+  Σ bytes_total ÷ Σ output tokens of the same requests.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from netsim.report.stats import Crossover, crossovers, mean_ci
 LATENCY_METRICS = (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end-to-end"))
 ENERGY_PARTS = (("energy_device_j", "device total"), ("energy_compute_j", "compute"),
                 ("energy_radio_j", "radio"))
-TOKEN_BREAKDOWN_MARKER = "tokens_p2p"
-"""The column whose presence means a policy resolves tokens at several tiers (HLM policies)."""
+TOKEN_TIERS = ("local", "p2p", "edge", "llm")
+"""Where an output token can be resolved, nearest first: `tokens_<tier>` request columns (docs/metrics.md)."""
+TOKEN_BREAKDOWN_MARKERS = ("tokens_p2p", "tokens_edge")
+"""Columns whose presence means some policy resolves tokens at more than the device and one LLM."""
 LOG_SPAN = 100.0
 """An axis goes logarithmic when its positive values span more than two decades."""
 _UNITS = (("_mbps", "Mbit/s"), ("_kbps", "kbit/s"), ("_ghz", "GHz"), ("_mhz", "MHz"), ("_dbm", "dBm"),
@@ -55,9 +61,11 @@ class SweepFrames:
     energy: pl.DataFrame
     """x, series, part, j_per_token"""
     tokens: pl.DataFrame | None
-    """x, series, source, share; None unless the requests have tokens_p2p"""
+    """x, series, source, share; None unless a policy resolves tokens at several tiers"""
     crossovers: list[Crossover]
     """where one series' mean e2e overtakes another's"""
+    quality: pl.DataFrame | None = None
+    """x, series, metric, mean, low, high, n, bytes_per_token; None without an accuracy column"""
 
 
 def unit_of(path: str) -> str:
@@ -92,16 +100,25 @@ def sweep_frames(sweep: SweepData) -> SweepFrames:
                        log_y=spans_decades(e2e["mean"].to_list())) if x else []
     payloads = _payloads(sweep, requests, ok, keys, extra_axes, x)
     return SweepFrames(x, unit_of(x) if x else "", log_x, series, requests, latency, payloads,
-                       _energy(ok, keys), _tokens(ok, keys), found)
+                       _energy(ok, keys), _tokens(ok, keys), found, _quality(ok, keys))
 
 
-def run_frames(run: RunData) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    """(payload bytes per generated token by kind, token sources or None) of one run."""
-    requests = run.requests.with_columns(pl.lit("run").alias("series"))
+@dataclass(frozen=True)
+class RunFrames:
+    payloads: pl.DataFrame
+    """series, kind, bytes, bytes_per_token (series is the run's policy)"""
+    tokens: pl.DataFrame | None
+    quality: pl.DataFrame | None
+
+
+def run_frames(run: RunData) -> RunFrames:
+    """Payload bytes per generated token by kind, token sources and quality of one run."""
+    policy = str(run.summary.get("policy") or "run")
+    requests = run.requests.with_columns(pl.lit(policy).alias("series"))
     ok = requests.filter(pl.col("status") == "ok")
-    counted = _counted_payloads(run.payloads, ok).with_columns(pl.lit("run").alias("series"))
+    counted = _counted_payloads(run.payloads, ok).with_columns(pl.lit(policy).alias("series"))
     payloads = _per_token_payloads(counted, ok, ["series"])
-    return payloads, _tokens(ok, ["series"])
+    return RunFrames(payloads, _tokens(ok, ["series"]), _quality(ok, ["series"]))
 
 
 def _series_expr(extra_axes: list[str]) -> pl.Expr:
@@ -175,9 +192,13 @@ def _energy(ok: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 
 
 def _tokens(ok: pl.DataFrame, keys: list[str]) -> pl.DataFrame | None:
-    if TOKEN_BREAKDOWN_MARKER not in ok.columns or ok.is_empty():
+    sources = [f"tokens_{t}" for t in TOKEN_TIERS if f"tokens_{t}" in ok.columns]
+    if ok.is_empty() or not sources:
         return None
-    sources = [c for c in ok.columns if c.startswith("tokens_") and ok[c].dtype.is_numeric()]
+    several = ok.select(pl.sum_horizontal(*((pl.col(c).fill_null(0) > 0).cast(pl.Int32) for c in sources))
+                        .alias("tiers"))["tiers"].max()
+    if not any(m in ok.columns for m in TOKEN_BREAKDOWN_MARKERS) and not (several or 0) > 1:
+        return None  # every request from one tier: the breakdown says no more than the policy's name
     sums = ok.group_by(keys, maintain_order=True).agg(pl.col("n_output_tokens").sum().alias("tokens"),
                                                        *(pl.col(c).fill_null(0).sum() for c in sources))
     long = sums.unpivot(index=[*keys, "tokens"], on=sources, variable_name="source", value_name="count")
@@ -185,3 +206,37 @@ def _tokens(ok: pl.DataFrame, keys: list[str]) -> pl.DataFrame | None:
                               pl.when(pl.col("tokens") > 0).then(pl.col("count") / pl.col("tokens"))
                               .alias("share"))
             .select(*keys, "source", "share"))
+
+
+def quality_columns(frame: pl.DataFrame) -> list[str]:
+    """Request columns holding a per-request accuracy in [0, 1]."""
+    return [c for c in frame.columns
+            if (c == "accuracy" or c.startswith("accuracy_") or c.endswith("_accuracy"))
+            and frame[c].dtype.is_numeric()]
+
+
+def _quality(ok: pl.DataFrame, keys: list[str]) -> pl.DataFrame | None:
+    """Mean accuracy (95% CI over requests) and payload bytes per output token per (x, series).
+
+    Bytes are the ok requests' `bytes_total` (every payload byte a request moved, docs/metrics.md) ÷ their
+    output tokens, so the point a series sits at on the bytes axis is what that accuracy cost.
+    """
+    metrics = quality_columns(ok)
+    if ok.is_empty() or not metrics or "bytes_total" not in ok.columns:
+        return None
+    rows = []
+    for group, frame in ok.group_by(keys, maintain_order=True):
+        where = dict(zip(keys, group, strict=True))
+        tokens = int(frame["n_output_tokens"].sum())
+        per_token = float(frame["bytes_total"].sum()) / tokens if tokens > 0 else math.nan
+        for metric in metrics:
+            ci = mean_ci(frame[metric].to_list())
+            if ci.n:
+                rows.append({**where, "metric": metric, "mean": ci.mean, "low": ci.low, "high": ci.high,
+                             "n": ci.n, "bytes_per_token": per_token})
+    if not rows:
+        return None
+    schema = {**({"x": pl.Float64} if "x" in keys else {}), "series": pl.Utf8, "metric": pl.Utf8,
+              "mean": pl.Float64, "low": pl.Float64, "high": pl.Float64, "n": pl.Int64,
+              "bytes_per_token": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)

@@ -138,14 +138,31 @@ def _sweep_summary_table(frames: SweepFrames) -> str:
     bpt = frames.payloads.group_by(keys).agg(pl.col("bytes_per_token").sum().alias("bpt"))
     energy = frames.energy.filter(pl.col("part") == "energy_device_j").select(*keys, pl.col("j_per_token"))
     wide = wide.join(bpt, on=keys, how="left").join(energy, on=keys, how="left")
+    quality = frames.quality if frames.quality is not None else pl.DataFrame(schema={"metric": pl.Utf8})
+    metrics = list(dict.fromkeys(quality["metric"].to_list()))
+    for metric in metrics:  # accuracy columns, when the requests have them (frames.quality_columns)
+        part = quality.filter(pl.col("metric") == metric).select(
+            *keys, pl.col("mean").alias(f"q:{metric}"),
+            ((pl.col("high") - pl.col("low")) / 2).alias(f"q:{metric}_ci"))
+        wide = wide.join(part, on=keys, how="left")
     header = [*([f"{frames.x}" + (f" ({frames.unit})" if frames.unit else "")] if frames.x else []),
-              "series", "ok / requests", "TTFT", "TPOT", "end-to-end", "B / token", "J / token"]
+              "series", "ok / requests", "TTFT", "TPOT", "end-to-end", "B / token", "J / token", *metrics]
     rows = []
     for r in wide.iter_rows(named=True):
         rows.append([*([fmt_number(r["x"])] if frames.x else []), r["series"], f"{r['ok']} / {r['requests']}",
                      *(_ms_ci(r[m], r[f"{m}_ci"]) for m, _ in LATENCY_METRICS),
-                     _num(r["bpt"] if r["bpt"] is not None else 0.0, ".1f"), _num(r["j_per_token"], ".3g")])
+                     _num(r["bpt"] if r["bpt"] is not None else 0.0, ".1f"), _num(r["j_per_token"], ".3g"),
+                     *(_ratio_ci(r[f"q:{m}"], r[f"q:{m}_ci"]) for m in metrics)])
     return _table(header, rows, numeric_from=1 if frames.x else 0)
+
+
+def _ratio_ci(mean: Any, half: Any) -> str:
+    """An accuracy as a percentage, ± the half-width of its interval when there is one."""
+    if mean is None or not math.isfinite(mean):
+        return "–"
+    if half is None or not math.isfinite(half):
+        return f"{mean:.1%}"
+    return f"{mean:.1%} ± {half:.1%}"
 
 
 # ---------------------------------------------------------------------------------------------- run

@@ -27,6 +27,7 @@ from netsim.report.figures import (
     latency_cdf_run_figure,
     latency_cdf_sweep_figure,
     latency_figure,
+    quality_figure,
     rounds_figure,
     tokens_figure,
 )
@@ -72,14 +73,15 @@ def write_report(source: str | Path, out: str | Path | None = None) -> Report:
                           _bytes_note(frames.payloads, frames.requests))
         found, finding, kind = tuple(frames.crossovers), crossover_sentence(frames), "sweep"
     else:
-        payloads, tokens = run_frames(data)
+        run = run_frames(data)
         policy = str(data.summary.get("policy"))
         rounds = (rounds_figure({"run": data.tables["rounds"]}, {"run": policy}, [policy])
                   if "rounds" in data.tables else None)
-        drawn = [d for d in (latency_cdf_run_figure(data.requests), bytes_run_figure(payloads),
-                             tokens_figure(tokens, None), rounds) if d is not None]
-        text = run_page(data, drawn, FIGURE_DIR, provenance([data]), payloads,
-                        _bytes_note(payloads, data.requests))
+        drawn = [d for d in (latency_cdf_run_figure(data.requests), bytes_run_figure(run.payloads),
+                             tokens_figure(run.tokens, None), rounds, quality_figure(run.quality, None))
+                 if d is not None]
+        text = run_page(data, drawn, FIGURE_DIR, provenance([data]), run.payloads,
+                        _bytes_note(run.payloads, data.requests))
         found, finding, kind = (), "", "run"
     written = _write(target, drawn, text, old_figures)
     return Report(kind, target, written, found, finding)
@@ -92,7 +94,8 @@ def _sweep_figures(sweep: SweepData, frames: SweepFrames) -> list[Drawn]:
         series_of = dict(frames.requests.select("point", "series").unique(subset=["point"]).iter_rows())
     figures = (e2e_figure(frames), latency_figure(frames), latency_cdf_sweep_figure(frames),
                bytes_sweep_figure(frames), energy_sweep_figure(frames), tokens_figure(frames.tokens, frames),
-               rounds_figure(rounds, series_of, frames.series) if rounds else None)
+               rounds_figure(rounds, series_of, frames.series) if rounds else None,
+               quality_figure(frames.quality, frames))
     return [d for d in figures if d is not None]
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from netsim.errors import InputError
+from netsim.lm.memo import LanguageModel
 from netsim.lm.zoo import ModelStore
 from netsim.paths import cache_dir
 from netsim.results import Results
@@ -50,6 +51,28 @@ Executor = Callable[[list[PointTask]], Outcomes]
 """Runs tasks and yields their outcomes as they finish; closing the iterator cancels what is left."""
 
 
+class WorkerStore(ModelStore):
+    """A worker's ModelStore that can flush the disk memos of the models it handed out.
+
+    The on-disk memo batches its writes (netsim/lm/memo.py DiskMemo); a worker flushes after every
+    point, so what one point computed is on disk for the other processes before the next point starts,
+    and nothing is left pending when the pool ends the process (which runs no finalisers).
+    """
+
+    def __init__(self, disk_memo: Path | None) -> None:
+        super().__init__(disk_memo=disk_memo)
+        self._handed: dict[str, LanguageModel] = {}
+
+    def load(self, name: str) -> LanguageModel:
+        model = super().load(name)
+        self._handed[name] = model
+        return model
+
+    def flush(self) -> None:
+        for model in self._handed.values():
+            model.flush()
+
+
 def run_point(task: PointTask, store: ModelStore) -> PointOutcome:
     """One point, any failure caught: a failed point is a row with its error, and the sweep goes on."""
     from netsim.simulation import run
@@ -60,6 +83,9 @@ def run_point(task: PointTask, store: ModelStore) -> PointOutcome:
         text = " ".join(str(exc).split())[:500]  # one line in sweep.parquet's error column
         error = text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
         return PointOutcome(task.point_id, task.key, None, error)
+    finally:
+        if isinstance(store, WorkerStore):
+            store.flush()
 
 
 def _run_in_worker(task: PointTask) -> PointOutcome:
@@ -67,14 +93,14 @@ def _run_in_worker(task: PointTask) -> PointOutcome:
 
 
 @functools.cache
-def _worker_store(pid: int, thread: int, disk_memo: bool) -> ModelStore:
+def _worker_store(pid: int, thread: int, disk_memo: bool) -> WorkerStore:
     """The ModelStore of one worker process (per thread: a memo's SQLite handle stays in its thread).
 
     Built on the first point a worker runs, never in the driver, and never pickled. The pid in the key
     keeps a forked child from using its parent's entry.
     """
     del pid, thread  # only the cache key
-    return ModelStore(disk_memo=memo_dir() if disk_memo else None)
+    return WorkerStore(memo_dir() if disk_memo else None)
 
 
 def memo_dir() -> Path:
@@ -88,9 +114,9 @@ def in_process() -> Executor:
     The store lives as long as the sweep, not the process."""
 
     def outcomes(tasks: list[PointTask]) -> Outcomes:
-        store: ModelStore | None = None
+        store: WorkerStore | None = None
         for task in tasks:
-            store = store or ModelStore(disk_memo=memo_dir() if task.disk_memo else None)
+            store = store or WorkerStore(memo_dir() if task.disk_memo else None)
             yield run_point(task, store)
 
     return outcomes

@@ -24,7 +24,14 @@ from typing import Any
 from netsim.errors import InputError, ScenarioError
 from netsim.inputfile import parse_yaml, show_key
 from netsim.lm.zoo import ModelStore
-from netsim.scenario import Scenario, _apply_override, _read_with_extends, _resolve_paths, parse_scenario
+from netsim.scenario import (
+    Scenario,
+    _apply_override,
+    _read_with_extends,
+    _resolve_paths,
+    _retarget_policy,
+    parse_scenario,
+)
 
 POINTS_MAX = 10_000
 """Points of one sweep, repeats included: every point is built and checked before the first runs (~10 ms
@@ -273,6 +280,8 @@ def plan_sweep(path: str | Path, grid: Sequence[str] = (), zips: Sequence[str] =
                 bad = True
         if bad:
             continue
+        if isinstance(point_raw.get("policy"), dict):  # a policy.name axis: the point's policy takes its part
+            _retarget_policy(point_raw["policy"])
         seed = point_raw.get("seed", 0)
         if isinstance(seed, int) and not isinstance(seed, bool):
             point_raw["seed"] = seed + r  # repeats: seeds derived from the point's seed (docs/sweeps.md)
