@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 import netsim.simulation
-from netsim.lm.fuser import fuser_n_params, read_fuser_manifest
+from netsim.lm.fuser import FuserManifest, fuser_n_params, read_fuser_manifest
 from netsim.lm.fusion import SenderInput, tokens_with_ends
 from netsim.lm.sampling import SamplingSpec
 from netsim.lm.zoo import ModelStore
@@ -342,3 +342,21 @@ def test_c2c_across_tokenizers_aligns_by_character_offsets(store: ModelStore) ->
 def kv_per_token_card(store: ModelStore, card: str) -> float:
     g = store.card(card)
     return 2 * g.n_layers * g.n_kv_heads * g.head_dim * 2  # bf16 on the wire
+
+
+def test_a_char_offset_fuser_between_unalignable_tokenizers_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs without the SmolLM2 build: the bundled pair's fuser presented as a two-tokenizer fuser; the real
+    check passes on the bundled tokenizers, and a tokenizer without offsets is named in one line."""
+    import netsim.policies.c2c as c2c
+    real = c2c.read_fuser_manifest
+
+    def as_char_end(path: Path) -> FuserManifest:
+        return real(path).model_copy(update={"alignment": "char_end"})
+
+    monkeypatch.setattr(c2c, "read_fuser_manifest", as_char_end)
+    assert c2c._fuser_problem("shakespeare-llm", "shakespeare-slm") is None
+    monkeypatch.setattr(c2c, "check_alignable", lambda s, r: "sender tokenizer reports no character offsets")
+    problem = c2c._fuser_problem("shakespeare-llm", "shakespeare-slm")
+    assert problem == ("the tokenizers of shakespeare-llm and shakespeare-slm cannot be aligned: sender "
+                       "tokenizer reports no character offsets")
