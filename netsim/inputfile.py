@@ -20,9 +20,10 @@ import os
 import re
 import stat
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.events import AliasEvent, CollectionStartEvent
@@ -95,6 +96,36 @@ def show_loc(loc: Sequence[Any]) -> str:
         else:
             out += f".{show_key(part)}" if out else show_key(part)
     return out
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validation_line(err: ValidationError) -> str:
+    """pydantic's errors on one line; keys not spelled like field names are hidden (`show_loc`), because a
+    file that is no such thing at all (`profile: /etc/shadow`) would have its lines printed as unknown
+    fields."""
+    parts = []
+    for e in err.errors(include_url=False, include_input=False):
+        loc = show_loc(e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(dict.fromkeys(parts))
+
+
+def read_model(path: str | os.PathLike[str], what: str, model: type[M]) -> M:
+    """A YAML mapping file validated as `model` (a device or runtime profile); every failure is one
+    InputError line naming the file."""
+    try:
+        data = load_yaml(path, what)
+    except InputError as exc:
+        raise InputError(f"cannot read {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{show_path(path)}: a {what} must be a YAML mapping")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(f"{show_path(path)}: {validation_line(exc)}") from None
 
 
 def read_text(path: str | os.PathLike[str], what: str, max_bytes: int) -> str:

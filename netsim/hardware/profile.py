@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from netsim.errors import InputError
 from netsim.hardware.runtime import ComputeTable, RuntimeProfile, load_runtime
-from netsim.inputfile import load_yaml, show_loc, show_path
+from netsim.inputfile import read_model, show_path
 from netsim.lm.geometry import Dtype, ModelGeometry
 from netsim.paths import is_file_reference, profiles_dir
 from netsim.units import ByteRate, Bytes, FlopRate, JoulesPerBit, Seconds, Watts
@@ -203,29 +203,8 @@ def memory_needed_bytes(geometries: Sequence[ModelGeometry], kv_tokens: int = 0)
     return sum(g.weight_bytes + kv_tokens * g.kv_bytes_per_token for g in geometries)
 
 
-def _one_line(err: ValidationError) -> str:
-    """pydantic's errors on one line; keys not spelled like field names are hidden (`show_loc`),
-    because a file that is no profile at all (`profile: /etc/shadow`) would have its lines printed as
-    unknown fields."""
-    parts = []
-    for e in err.errors(include_url=False, include_input=False):
-        loc = show_loc(e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(dict.fromkeys(parts))
-
-
 def _read(path: Path) -> DeviceProfile:
-    try:
-        data = load_yaml(path, "device profile")
-    except InputError as exc:
-        raise InputError(f"cannot read {exc}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{show_path(path)}: a device profile must be a YAML mapping")
-    try:
-        profile = DeviceProfile.model_validate(data)
-    except ValidationError as exc:
-        raise InputError(f"{path}: {_one_line(exc)}") from exc
+    profile = read_model(path, "device profile", DeviceProfile)
     if is_file_reference(profile.runtime) and not Path(profile.runtime).is_absolute():
         # a runtime file named by a profile file sits beside it, wherever the run starts from
         profile = profile.model_copy(update={"runtime": str((path.parent / profile.runtime).resolve())})

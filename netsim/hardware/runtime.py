@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy.interpolate import RegularGridInterpolator
 
 from netsim.errors import InputError
 from netsim.hardware.quant import KvDtype, canonical_format
-from netsim.inputfile import load_yaml, show_loc, show_path
+from netsim.inputfile import read_model, show_path
 from netsim.paths import is_file_reference, runtimes_dir
 from netsim.units import Seconds
 
@@ -255,26 +255,8 @@ class RuntimeProfile(_Strict):
         return kv_dtype in self.kv_dtypes
 
 
-def _one_line(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors(include_url=False, include_input=False):
-        loc = show_loc(e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(dict.fromkeys(parts))
-
-
 def _read(path: Path) -> RuntimeProfile:
-    try:
-        data = load_yaml(path, "runtime profile")
-    except InputError as exc:
-        raise InputError(f"cannot read {exc}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{show_path(path)}: a runtime profile must be a YAML mapping")
-    try:
-        return RuntimeProfile.model_validate(data)
-    except ValidationError as exc:
-        raise InputError(f"{show_path(path)}: {_one_line(exc)}") from None
+    return read_model(path, "runtime profile", RuntimeProfile)
 
 
 def list_runtime_names(directory: Path | None = None) -> list[str]:

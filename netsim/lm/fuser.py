@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from netsim.errors import InputError, ModelError
 from netsim.inputfile import load_yaml, show_loc
 from netsim.lm.manifest import sha256_file
-from netsim.lm.onnx_lm import KVCache, OnnxCausalLM
+from netsim.lm.onnx_lm import KVCache, OnnxCausalLM, cpu_session
 from netsim.lm.tokenizer import Tokenizer
 from netsim.paths import models_dirs
 
@@ -278,7 +278,7 @@ class Fuser:
             raise ModelError(f"{path}: sha256 {actual[:12]}… does not match {FUSER_MANIFEST} "
                              f"({expected[:12]}…); file corrupt or replaced")
         sender_layers = tuple(sorted(set(manifest.layer_map)))
-        session = _session(path, threads)
+        session = cpu_session(path, threads)
         _check_graph(session, manifest, sender_layers, path)
         return cls(manifest=manifest, session=session, fuser_dir=fuser_dir, sender_layers=sender_layers)
 
@@ -351,19 +351,6 @@ class Fuser:
         m = self.manifest
         return (f"Fuser({m.sender.name!r} → {m.receiver.name!r}, {m.receiver.n_layers} layers, "
                 f"{m.n_params / 1e6:.2f}M params)")
-
-
-def _session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        first_line = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ModelError(f"{path}: onnxruntime cannot load it ({first_line})") from exc
 
 
 def _check_graph(session: ort.InferenceSession, manifest: FuserManifest, sender_layers: Sequence[int],

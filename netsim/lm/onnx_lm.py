@@ -383,7 +383,7 @@ class OnnxCausalLM:
         if not 0 <= slack <= _VOCAB_PADDING_SLACK:
             raise ModelError(f"{files['tokenizer']}: tokenizer has {tokenizer.vocab_size} tokens but the "
                              f"model has {geometry.vocab_size} logits; wrong tokenizer for this model")
-        session = _session(model_path, threads)
+        session = cpu_session(model_path, threads)
         return cls(name=name or (manifest.name if manifest else model_dir.name), session=session, io=io,
                    geometry=geometry, tokenizer=tokenizer, sha256=hashes[model_path.name], manifest=manifest,
                    embedding=embedding, model_dir=model_dir, threads=threads)
@@ -539,7 +539,9 @@ def _reconcile(declared: ModelGeometry, read: ModelGeometry, model_dir: Path) ->
     return declared
 
 
-def _session(model_path: Path, threads: int) -> ort.InferenceSession:
+def cpu_session(model_path: Path, threads: int) -> ort.InferenceSession:
+    """One onnxruntime CPU session, sequential, `threads` intra-op threads (models and fusers alike);
+    a file onnxruntime cannot load is one ModelError line."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
