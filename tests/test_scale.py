@@ -13,8 +13,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-import netsim.hardware.profile
-import netsim.hardware.runtime
+import netsim.inputfile
 import netsim.lm.cards
 import netsim.lm.manifest
 from netsim.errors import InputError
@@ -125,9 +124,10 @@ def fleet(n_phones: int) -> Scenario:
 
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """File name → times a profile, manifest or card YAML was parsed (every parse goes through load_yaml)."""
+    """File name → times a profile, manifest or card YAML was parsed (every parse goes through load_yaml;
+    device and runtime profiles through inputfile.read_model, which calls it)."""
     counts: Counter[str] = Counter()
-    for module in (netsim.hardware.profile, netsim.hardware.runtime, netsim.lm.manifest, netsim.lm.cards):
+    for module in (netsim.inputfile, netsim.lm.manifest, netsim.lm.cards):
         real = module.load_yaml
 
         def counting(path: Path, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
