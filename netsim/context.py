@@ -148,6 +148,11 @@ class RequestContext:
         """Logits (V,) of the token after `prefix` from `model`'s real weights (memoised, exact)."""
         return model.lm.next_logits(prefix)
 
+    def prefetch(self, model: HostedModel, prefix: Sequence[int]) -> None:
+        """Start `next_logits(model, prefix)` now on the model's worker thread, to be asked for later;
+        changes when the host CPU works, not what the run computes (netsim/lm/memo.py)."""
+        model.lm.prefetch(prefix)
+
     def verify_logits(self, model: HostedModel, prefix: Sequence[int], drafts: Sequence[int]) -> np.ndarray:
         """Logits (k, V) for k drafted tokens in one forward: row i follows prefix + drafts[:i+1]."""
         return model.lm.block_logits(prefix, drafts)

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from netsim.lm.memo import LanguageModel
 from netsim.lm.zoo import ModelStore
 from netsim.payload import MESSAGE_HEADER_BYTES
 from netsim.policies.hlm import (
@@ -180,6 +181,20 @@ def test_same_seed_same_results() -> None:
     b = simulate(small(FED))
     assert a.requests.drop("output_text").equals(b.requests.drop("output_text"))
     assert a.tables["rounds"].equals(b.tables["rounds"])
+
+
+def test_prefetching_the_next_questions_changes_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The policy starts the next draft's and the cloud's model calls ahead (LanguageModel.prefetch);
+    a fresh store run with prefetching off gives the same run, event for event."""
+    raw = small({**FED, "teacher_forced": False}, n_requests=18, max_new_tokens=10)
+    models = ModelStore()
+    ahead = run(parse_scenario(copy.deepcopy(raw)), models)
+    assert models.load("shakespeare-slm").n_prefetched > 0 and models.load("shakespeare-llm").n_prefetched > 0
+    monkeypatch.setattr(LanguageModel, "prefetch", lambda self, prefix: None)
+    on_demand = run(parse_scenario(copy.deepcopy(raw)), ModelStore())
+    assert ahead.requests.equals(on_demand.requests)
+    assert ahead.events.equals(on_demand.events)
+    assert ahead.tables["rounds"].equals(on_demand.tables["rounds"])
 
 
 def test_teacher_forced_scores_and_llm_agreement() -> None:

@@ -215,3 +215,37 @@ def test_a_long_shared_prefix_is_found_among_many_sequences_in_flight(lm: OnnxCa
         del memo.lm.verify
     assert fed == [2]  # the previous token re-fed beside the new one (module doc), not 41 tokens
     np.testing.assert_array_equal(row, _no_memo(lm).next_logits([*shared, 9]))
+
+
+def test_prefetched_answers_are_the_bits_a_direct_call_gives(lm: OnnxCausalLM) -> None:
+    """`prefetch` runs the call on a worker thread; taking its answer writes the same rows and the same
+    KV cache into the memo as computing on demand, from whichever cached prefix the plan started."""
+    prompt = _prompts(lm)[3]
+    ahead, direct, reference = LanguageModel(lm), LanguageModel(lm), _no_memo(lm)
+    sequence = list(prompt)
+    for step in range(12):
+        ahead.prefetch(sequence)
+        if step % 3 == 0:  # another sequence's call between the plan and the answer moves the memo on
+            ahead.next_logits([*sequence[:5], 11 + step])
+            direct.next_logits([*sequence[:5], 11 + step])
+        row = ahead.next_logits(sequence)
+        np.testing.assert_array_equal(row, direct.next_logits(sequence))
+        np.testing.assert_array_equal(row, reference.next_logits(sequence))
+        sequence.append(int(np.argmax(row)))
+    assert ahead.n_prefetched == 12
+    assert ahead.n_model_calls == direct.n_model_calls
+    for a, b in zip(ahead.kv_cache(sequence[:-1]).flat(), direct.kv_cache(sequence[:-1]).flat(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    ahead.prefetch(sequence[:-1])  # memoised already: nothing starts
+    assert not ahead._pending
+    ahead.close()
+
+
+def test_a_prefetch_nobody_asks_for_changes_nothing(lm: OnnxCausalLM) -> None:
+    prompt = _prompts(lm)[3]
+    memo = LanguageModel(lm)
+    memo.prefetch([*prompt, 5])  # the draft went elsewhere: this question is never asked
+    row = memo.next_logits([*prompt, 6])
+    np.testing.assert_array_equal(row, _no_memo(lm).next_logits([*prompt, 6]))
+    assert memo.n_prefetched == 0 and memo.n_model_calls == 1
+    memo.close()

@@ -17,6 +17,14 @@ model hash across processes). The memo must never change a result, which takes m
 
 Memory is bounded: logits rows and KV caches sit in byte-budgeted LRU maps; a sequence stepped forward
 replaces its parent's cache (the parent is a truncation of the child, a view that costs nothing).
+
+A policy that already knows its next question (a draft it just accepted) may `prefetch` it: the model call
+starts on the model's worker thread while the simulation goes on with other events, and the answer is
+picked up when asked for. onnxruntime releases the GIL while it runs, so a fleet's model calls overlap with
+the event loop on a second core. Which cached prefix a call starts from is chosen on the simulation's
+thread when the call is planned, and the memo is only written there, when the answer is taken; with the
+two-query-token rule above the rows are the same bits whichever prefix a call starts from, so prefetching
+changes when the CPU works, never what any run computes.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -46,8 +56,23 @@ _INDEX_STRIDE = 16
 longest prefix with a query is found among hundreds of sequences in flight (a fleet of devices) with a
 few dictionary lookups, not by scanning the recent ones only."""
 
+_MAX_PENDING = 2048
+"""Prefetched calls kept waiting to be asked for; older ones are dropped (a draft that went elsewhere)."""
+
 Prefix = tuple[int, ...]
 V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One model call: feed `fed` on `base` (the cache of `key[:start]`), then keep `key`'s cache;
+    `parent` is the cached entry it extends, replaced by the child once the call's answer is taken."""
+
+    key: Prefix
+    start: int
+    fed: Prefix
+    base: KVCache
+    parent: Prefix | None
 
 
 class _LRU(Generic[V]):
@@ -223,8 +248,12 @@ class LanguageModel:
         self._kv_index: dict[Prefix, set[Prefix]] = {}
         """prefix of _INDEX_STRIDE·k tokens → keys of the KV entries starting with it (live entries only)"""
         self._generated: _LRU[tuple[int, ...]] = _LRU(generate_memo_entries)
+        self._pending: dict[Prefix, tuple[_Plan, Future[tuple[np.ndarray, KVCache]]]] = {}
+        self._worker: ThreadPoolExecutor | None = None
         self.n_model_calls = 0
-        """onnxruntime invocations so far (what the memo saves; tests count them)."""
+        """onnxruntime invocations whose answers were used so far (what the memo saves; tests count them)."""
+        self.n_prefetched = 0
+        """of those, calls that had been started ahead by `prefetch`"""
 
     @property
     def name(self) -> str:
@@ -270,6 +299,19 @@ class LanguageModel:
             return np.stack(cached)
         computed = self._compute(full, first_row=max(len(prefix), 1))
         return np.stack(computed[len(computed) - len(tokens):])
+
+    def prefetch(self, prefix: Sequence[int]) -> None:
+        """Start computing `next_logits(prefix)` on this model's worker thread (see the module docstring);
+        a hint that changes no result. Nothing happens when the answer is memoised or already coming."""
+        key = tuple(prefix)
+        if not key or key in self._pending or self._cached_row(key) is not None:
+            return
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"netsim-{self.name}")
+        plan = self._plan(key, first_row=len(key))
+        self._pending[key] = (plan, self._worker.submit(self.lm.verify, plan.fed, plan.base))
+        while len(self._pending) > _MAX_PENDING:
+            self._pending.pop(next(iter(self._pending)))
 
     def kv_cache(self, prefix: Sequence[int]) -> KVCache:
         """The KV cache of `prefix` (for payloads such as C2C's cache exchange)."""
@@ -319,6 +361,10 @@ class LanguageModel:
             self.disk.flush()
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+            self._worker = None
+        self._pending.clear()
         if self.disk is not None:
             self.disk.close()
 
@@ -376,32 +422,43 @@ class LanguageModel:
                 best = (shared, cache, entry_key)
         return best
 
-    def _compute(self, key: Prefix, first_row: int) -> list[np.ndarray]:
-        """Run the model once so that rows for prefix lengths first_row..len(key) come out, memoise
-        them and the KV cache of `key`; returns those rows in order.
-
-        Every call feeds at least two query tokens (see the module docstring); a one-token prefix is fed
-        twice and only its first row and first cache position are kept.
-        """
+    def _plan(self, key: Prefix, first_row: int) -> _Plan:
+        """The call that gives rows for prefix lengths first_row..len(key): the longest cached prefix it
+        can start from, and at least two query tokens fed (see the module docstring); a one-token prefix
+        is fed twice and only its first row and first cache position are kept."""
         n = len(key)
         shared, cached, entry_key = self._longest_cached(key)
         start = max(0, min(shared, first_row - 1, n - 2))
         base = self.lm.empty_cache() if cached is None or start == 0 else cached.truncate(start)
         fed = key[start:] if n - start >= 2 else (key[0], key[0])
-        logits, cache = self.lm.verify(fed, base)
+        return _Plan(key, start, fed, base, entry_key)
+
+    def _compute(self, key: Prefix, first_row: int) -> list[np.ndarray]:
+        """Run the model once (or take the prefetched call) so that rows for prefix lengths
+        first_row..len(key) come out, memoise them and the KV cache of `key`; returns those rows in order."""
+        n = len(key)
+        pending = self._pending.pop(key, None)
+        if pending is not None and pending[0].start < first_row:
+            plan, future = pending
+            logits, cache = future.result()
+            self.n_prefetched += 1
+        else:
+            plan = self._plan(key, first_row)
+            logits, cache = self.lm.verify(plan.fed, plan.base)
         self.n_model_calls += 1
         cache = cache.truncate(n)
         rows = []
         for length in range(first_row, n + 1):
-            row = np.array(logits[length - start - 1], dtype=np.float32)  # own copy: frees the (k, V) block
+            row = np.array(logits[length - plan.start - 1], dtype=np.float32)  # own copy: frees the block
             row.flags.writeable = False
             self._logits.put(key[:length], row, row.nbytes)
             if self.disk is not None:
                 self.disk.put_logits(key[:length], row)
             rows.append(row)
-        if entry_key is not None and len(entry_key) <= n and entry_key == key[:len(entry_key)]:
-            self._kv.pop(entry_key)  # the parent is a view of the child from now on
-            self._unindex(entry_key)
+        parent = plan.parent
+        if parent is not None and len(parent) <= n and parent == key[:len(parent)]:
+            self._kv.pop(parent)  # the parent is a view of the child from now on
+            self._unindex(parent)
         self._unindex(key)  # a key computed again replaces its entry
         for gone in self._kv.put(key, cache, cache.nbytes):
             self._unindex(gone)

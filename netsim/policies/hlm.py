@@ -501,6 +501,8 @@ class HlmPolicy(Policy[P]):
             prefix.append(truth[t] if truth is not None else final)
             if truth is None and final == eos:
                 break
+            if t + 1 < n_new:  # the next draft's question is known now; its answer is wanted after the
+                ctx.prefetch(slm, prefix)  # decode time is charged, while other devices' events run
 
         # 5. the record
         n_out = len(output)
@@ -570,6 +572,7 @@ class HlmPolicy(Policy[P]):
         src = client.edge if via_edge and client.edge else device
         delta = prefix[sync.cloud_known:]
         msgs = uplink(p.wire, p.wire_dtype, p.top_k, delta, draft, q, slm.charged.vocab_size)
+        ctx.prefetch(llm, prefix)  # the LLM's answer, computed while the uplink is simulated
 
         def steps() -> Generator[simpy.Event, Any, tuple[int, float]]:
             yield from _send_all(ctx, src, cloud.name, msgs)
