@@ -13,9 +13,12 @@ import pytest
 from netsim.hardware.cost import (
     Cost,
     attention_context_sum,
+    batched_cost,
     call_time_s,
     decode_cost,
     prefill_cost,
+    tiled_flops,
+    wave_efficiency,
 )
 from netsim.hardware.profile import DeviceProfile
 from netsim.lm.geometry import ModelGeometry
@@ -33,8 +36,8 @@ def toy_device(**update: object) -> DeviceProfile:
     )
     fields.update(update)
     numeric = ["memory_bytes", "mem_bw_bytes_per_s", "eta_compute", "eta_memory", "overhead_per_call_s",
-               "power_idle_w", "power_active_w"]
-    sources = {k: "test" for k in numeric}
+               "power_idle_w", "power_active_w", "compute_units"]
+    sources = {k: "test" for k in numeric if fields.get(k) is not None}
     sources |= {f"peak_flops.{d}": "test" for d in fields["peak_flops"]}  # type: ignore[union-attr]
     return DeviceProfile.model_validate({**fields, "sources": sources})
 
@@ -146,3 +149,70 @@ def test_a_weight_format_streams_its_real_bytes() -> None:
     c = decode_cost(q8, past_len=10)
     assert c.weight_bytes == table + matrices + other  # body + head; the input table is only looked up
     assert c.bytes_moved == c.weight_bytes + 64 // 32 * 34 + 11 * 256  # one Q8_0 row, KV at fp16
+
+
+# -- GEMM tiles and waves on a GPU ------------------------------------------------------------------------
+
+LLAMA2_7B = ModelGeometry(architecture="llama", n_layers=32, hidden_size=4096, n_heads=32, n_kv_heads=32,
+                          head_dim=128, vocab_size=32000, intermediate_size=11008, n_params=6_738_415_616,
+                          dtype="float16")
+
+
+def test_wave_efficiency_by_hand() -> None:
+    # 494 rows × 4096 on 108 SMs: ⌈494/128⌉·⌈4096/128⌉ = 4·32 = 128 tiles → 2 waves of 108
+    assert wave_efficiency(494, 4096, 108) == pytest.approx(494 * 4096 / (2 * 108 * 128 * 128), rel=1e-12)
+    # × 11008: 4·86 = 344 tiles → 4 waves (432 slots)
+    assert wave_efficiency(494, 11008, 108) == pytest.approx(494 * 11008 / (4 * 108 * 128 * 128), rel=1e-12)
+    # 512 × 13824 on 108 SMs: 4·108 = 432 tiles, exactly 4 full waves, no partial tile
+    assert wave_efficiency(512, 13824, 108) == 1.0
+    assert wave_efficiency(1, 4096, 108) == 1.0  # decode: matrix-vector kernels, not tiles
+    assert wave_efficiency(127, 4096, 108) == 1.0
+
+
+def test_tiled_flops_weigh_each_gemm_by_its_waves() -> None:
+    gpu = toy_device(compute_units=108)
+    cost = prefill_cost(LLAMA2_7B, 494)
+    d, ffn, layers = 4096, 11008, 32
+    widths = [(d, 4 * d * d), (ffn, 2 * d * ffn), (d, ffn * d)]  # q,k,v,o (MHA) + gate,up + down
+    total = sum(w for _, w in widths)
+    p_body = LLAMA2_7B.n_non_embedding_params - 32000 * d
+    assert p_body == layers * total + (p_body - layers * total)  # norms are not matmuls: they stay unwaved
+    expected = cost.flops + sum(2 * p_body * 494 * w / total * (1 / wave_efficiency(494, n, 108) - 1)
+                                for n, w in widths)
+    expected += 2 * 32000 * d * (1 / wave_efficiency(1, 32000, 108) - 1)  # one logits row: no tiles
+    assert tiled_flops(gpu, cost) == pytest.approx(expected, rel=1e-12)
+    assert tiled_flops(toy_device(), cost) == cost.flops  # no SMs given: the FLOPs as counted
+
+
+def test_a_batching_server_tiles_the_rows_of_all_its_sequences_together() -> None:
+    gpu = toy_device(compute_units=108)
+    four = batched_cost([prefill_cost(LLAMA2_7B, 64)] * 4)
+    body = {g.width: g.rows for g in four.gemms if g.kind == "body"}
+    assert set(body.values()) == {256}  # 4 × 64 rows in one GEMM, tiled as 256 rows, not 64
+    assert tiled_flops(gpu, four) == pytest.approx(tiled_flops(gpu, prefill_cost(LLAMA2_7B, 64, batch=4)),
+                                                   rel=1e-12)
+    assert tiled_flops(gpu, four) > four.flops
+
+
+def test_a_formats_own_kernels_set_its_efficiency_and_compute_dtype() -> None:
+    from netsim.hardware.runtime import RuntimeProfile
+
+    runtime = RuntimeProfile.model_validate({
+        "name": "r", "description": "test", "formats": ["fp16", "Q4_0", "8da4w-g32"],
+        "kv_dtypes": ["float16"],
+        "sources": {"formats": "t", "kv_dtypes": "t"},
+        "efficiency": {"default": {
+            "eta_compute": 0.5, "eta_memory": 0.5, "overhead_per_call_s": "1ms",
+            "formats": {"q4_0": {"eta_memory": 0.25, "sources": {"eta_memory": "t"}},
+                        "8da4w-g32": {"compute_dtype": "int8", "sources": {"compute_dtype": "t"}}},
+            "sources": {"eta_compute": "t", "eta_memory": "t", "overhead_per_call_s": "t"}}}})
+    device = toy_device(peak_flops={"float32": "0.5TFLOPS", "float16": "1TFLOPS", "int8": "4TOPS"},
+                        eta_compute=None, eta_memory=None, overhead_per_call_s=None)
+    device = device.with_runtime(runtime, "r")
+    plain = decode_cost(LLAMA2_7B, past_len=0)
+    q4 = decode_cost(LLAMA2_7B.charged_with("Q4_0"), past_len=0)
+    assert call_time_s(device, plain) == pytest.approx(1e-3 + plain.bytes_moved / 50e9, rel=1e-12)
+    assert call_time_s(device, q4) == pytest.approx(1e-3 + q4.bytes_moved / 25e9, rel=1e-12)  # η_m 0.25
+    w4 = prefill_cost(LLAMA2_7B.charged_with("8da4w-g32"), 512)
+    assert w4.dtype == "float16"
+    assert call_time_s(device, w4) == pytest.approx(1e-3 + w4.flops / (4e12 * 0.5), rel=1e-12)  # int8 peak

@@ -167,10 +167,12 @@ def test_cli_unknown_profile_exits_2_with_one_line() -> None:
 def test_cli_lists_and_shows_runtimes() -> None:
     runner = CliRunner()
     listed = runner.invoke(app, ["list"], terminal_width=200)
-    assert listed.exit_code == 0 and "runtimes: executorch, llama.cpp, mlc-llm" in listed.output
+    assert listed.exit_code == 0
+    assert "runtimes: executorch, llama.cpp, lmdeploy, mlc-llm, vllm" in listed.output
     runtimes = runner.invoke(app, ["runtimes"], terminal_width=300)
     assert runtimes.exit_code == 0
-    for name in ("llama.cpp", "executorch", "mlc-llm", "q4f16_1", "8da4w-g32", "embedded_gpu"):
+    for name in ("llama.cpp", "executorch", "mlc-llm", "lmdeploy", "vllm", "q4f16_1", "8da4w-g32",
+                 "embedded_gpu"):
         assert name in runtimes.output, name
     shown = runner.invoke(app, ["runtime", "mlc-llm"], terminal_width=400)
     assert shown.exit_code == 0

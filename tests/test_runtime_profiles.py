@@ -6,6 +6,7 @@ o and η_m for that device (by name, else kind, else default); bad runtime input
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from netsim.hardware.cost import call_time_s, decode_cost, prefill_cost
 from netsim.hardware.profile import list_profiles, load_device, load_profile
 from netsim.hardware.runtime import list_runtime_names, list_runtimes, load_runtime
 from netsim.lm.cards import load_card
-from netsim.paths import profiles_dir, runtimes_dir
+from netsim.paths import PROJECT_ROOT, profiles_dir, runtimes_dir
 from netsim.scenario import load_scenario
 
 
@@ -41,18 +42,35 @@ def test_every_runtime_number_has_a_source() -> None:
                 assert eff.sources[field].strip(), f"{runtime.name}.{key}.{field}"
 
 
-def test_default_runtime_reproduces_the_pre_split_numbers() -> None:
-    """The split moved each device's efficiencies into its default runtime unchanged (the bundled
-    scenarios' fingerprints rely on it): the values the device profiles carried before issue 12."""
-    before = {"raspberry-pi-5": (0.113, 0.668, 20.3e-3), "jetson-agx-orin": (0.228, 0.525, 13.5e-3),
-              "jetson-orin-nano": (0.228, 0.525, 13.5e-3), "oneplus-12": (0.168, 0.649, 2.44e-3),
-              "macbook-air-m2": (0.673, 0.847, 4.98e-3), "nvidia-l4": (0.228, 0.88, 6.14e-3),
-              "nvidia-a10": (0.228, 0.88, 6.14e-3), "nvidia-a100-80gb": (0.228, 0.88, 6.14e-3),
-              "nvidia-h100-sxm": (0.136, 0.88, 4.46e-3)}
-    for name, (eta_c, eta_m, overhead) in before.items():
-        p = load_profile(name)
-        assert (p.eta_compute, p.eta_memory, p.overhead_per_call_s, p.overhead_per_token_s) == \
-            pytest.approx((eta_c, eta_m, overhead, 0.0), rel=1e-12), name
+def _fit_script() -> Any:
+    path = PROJECT_ROOT / "scripts" / "fit_llamacpp.py"
+    spec = importlib.util.spec_from_file_location("fit_llamacpp", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_llamacpp_entries_are_the_fits_of_their_calibration_points() -> None:
+    """Every fitted number of runtime_profiles/llama.cpp.yaml is what scripts/fit_llamacpp.py computes from
+    the `fit` points of tests/data/calibration.yaml (the YAML rounds to 3 significant digits); the entries
+    that borrow a calibrated part's factors carry that part's numbers."""
+    fits = _fit_script().fits()
+    llama = load_runtime("llama.cpp")
+    for name, fitted in fits.items():
+        entry = llama.efficiency[name]
+        for field, value in fitted.items():
+            got = entry.formats["Q4_0"].eta_memory if field == "q4_0_eta_memory" else getattr(entry, field)
+            assert got == pytest.approx(value, rel=5e-3), (name, field, got, value)
+    borrowed = {"jetson-orin-nano": "jetson-agx-orin", "embedded_gpu": "jetson-agx-orin",
+                "sbc": "raspberry-pi-5", "laptop": "macbook-air-m2", "datacenter_gpu": "nvidia-a100-80gb",
+                "desktop_gpu": "nvidia-a100-80gb", "nvidia-a10": "nvidia-a100-80gb",
+                "nvidia-l4": "nvidia-a100-80gb"}
+    for name, source in borrowed.items():
+        a, b = llama.efficiency[name], llama.efficiency[source]
+        assert (a.eta_memory, a.overhead_per_call_s) == (b.eta_memory, b.overhead_per_call_s), name
+    h100, l4 = llama.efficiency["nvidia-h100-sxm"], llama.efficiency["nvidia-l4"]
+    assert h100.formats["Q4_0"] == l4.formats["Q4_0"]
 
 
 def test_decode_time_is_the_device_times_the_runtime() -> None:
@@ -61,7 +79,7 @@ def test_decode_time_is_the_device_times_the_runtime() -> None:
     cost = decode_cost(geom, 100)
     llama = load_profile("jetson-orin-nano")
     mlc = load_profile("jetson-orin-nano", runtime="mlc-llm")
-    assert call_time_s(llama, cost) == pytest.approx(13.5e-3 + cost.bytes_moved / (68e9 * 0.525), rel=1e-12)
+    assert call_time_s(llama, cost) == pytest.approx(12.88e-3 + cost.bytes_moved / (68e9 * 0.591), rel=1e-12)
     assert call_time_s(mlc, cost) == pytest.approx(9.2e-3 + cost.bytes_moved / (68e9 * 1.0), rel=1e-12)
     # the device changes, the runtime's factors stay: the Super mode only has a faster memory bus
     super_ = load_profile("jetson-orin-nano-super", runtime="mlc-llm")
@@ -126,7 +144,7 @@ def validate_lines(capsys: pytest.CaptureFixture[str], path: Path) -> list[str]:
     ("node", "where", "message"),
     [
         ({"profile": "jetson-orin-nano", "runtime": "tensorrt-9"}, "topology.nodes.edge.runtime: ",
-         "unknown runtime 'tensorrt-9' (known: executorch, llama.cpp, mlc-llm"),
+         "unknown runtime 'tensorrt-9' (known: executorch, llama.cpp, lmdeploy, mlc-llm, vllm"),
         ({"profile": "jetson-orin-nano", "runtime": "rt/missing.yaml"}, "topology.nodes.edge.runtime: ",
          "does not exist"),
         ({"profile": "raspberry-pi-5", "runtime": "mlc-llm"}, "topology.nodes.edge.runtime: ",
@@ -175,6 +193,24 @@ def test_a_runtime_file_that_does_not_validate_is_one_line(tmp_path: Path,
                                                        "models": ["shakespeare-slm"]}))
     hits = [ln for ln in lines if "topology.nodes.edge.runtime: " in ln]
     assert len(hits) == 1 and "efficiency.embedded_gpu.eta_memory" in hits[0], lines
+
+
+@pytest.mark.parametrize(("kernels", "message"), [
+    ({"Q4_K_M": {"eta_memory": 0.5, "sources": {"eta_memory": "m"}}},
+     "Q4_K_M is not a format this runtime runs"),
+    ({"q4f16_1": {"compute_dtype": "int3", "sources": {"compute_dtype": "m"}}},
+     "efficiency.embedded_gpu.formats.q4f16_1.compute_dtype"),
+    ({"q4f16_1": {"eta_memory": 0.5, "sources": {}}}, "no source for eta_memory"),
+])
+def test_a_runtime_files_format_kernels_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    kernels: dict[str, Any], message: str) -> None:
+    bad = yaml.safe_load((runtimes_dir() / "mlc-llm.yaml").read_text())
+    bad["efficiency"]["embedded_gpu"]["formats"] = kernels
+    (tmp_path / "rt.yaml").write_text(yaml.safe_dump(bad))
+    lines = validate_lines(capsys, scenario(tmp_path, {"profile": "jetson-orin-nano", "runtime": "rt.yaml",
+                                                       "models": ["shakespeare-slm"]}))
+    hits = [ln for ln in lines if "topology.nodes.edge.runtime: " in ln]
+    assert len(hits) == 1 and message in hits[0], lines
 
 
 # ------------------------------------------------------------- user-written device and runtime profiles

@@ -13,6 +13,7 @@ are its real bytes (scales, tensors kept wider) instead of P·b.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -43,6 +44,37 @@ class CallShape(NamedTuple):
         return "prefill" if self.n_tokens > 1 else "decode"
 
 
+class Gemm(NamedTuple):
+    """The matrix multiplies of one kind in a call: `rows` input rows (tokens of all sequences) times
+    weights with `width` output features, `flops` in all (summed over layers). `kind` keeps the decoder's
+    and the LM head's GEMMs apart when a batching server merges sequences (`batched_cost`)."""
+
+    kind: str
+    rows: int
+    width: int
+    flops: float
+
+
+GEMM_TILE = 128
+"""Output tile (rows × columns) of the GEMM kernels prompt-sized matmuls run on: cuBLAS/CUTLASS's large
+tensor-core kernels compute 128×128 (or larger) tiles, one thread block per SM at a time."""
+
+
+def wave_efficiency(rows: int, width: int, units: int) -> float:
+    """Useful fraction of the tiles a GPU computes for a rows × width output (tile and wave quantisation,
+    NVIDIA "Matrix Multiplication Background User's Guide", §§ 2.3-2.4): the output is cut into
+    ⌈rows/T⌉·⌈width/T⌉ tiles of T×T, scheduled on `units` SMs in ⌈tiles/units⌉ waves, each wave as long
+    as a full one; efficiency = rows·width / (waves·units·T²). A 494-token prompt through a 4096-wide
+    projection on an A100 (108 SMs): 4·32 = 128 tiles, 2 waves, 0.57; 13,824 wide: 432 tiles, 4 full
+    waves, 0.96. Below T rows (decode, short verify steps) the kernels are matrix-vector or small-tile
+    ones and the call is bandwidth-bound anyway: 1."""
+    if rows < GEMM_TILE:
+        return 1.0
+    tiles = math.ceil(rows / GEMM_TILE) * math.ceil(width / GEMM_TILE)
+    waves = math.ceil(tiles / units)
+    return rows * width / (waves * units * GEMM_TILE * GEMM_TILE)
+
+
 @dataclass(frozen=True)
 class Cost:
     """Work of one forward call: `flops` arithmetic, `bytes_moved` DRAM traffic, in `dtype`.
@@ -62,6 +94,10 @@ class Cost:
     shapes: tuple[CallShape, ...] = ()
     """The sequences' shapes (one per call batched into this one); () for work not shaped like a model
     call, which a latency table cannot charge."""
+    format: str | None = None
+    """The weights' format (quant.py): a runtime may run its kernels at their own η (`Efficiency.formats`)."""
+    gemms: tuple[Gemm, ...] = ()
+    """The part of `flops` that is weight GEMMs, by kind and width (tile/wave quantisation on GPUs)."""
 
     @property
     def sampled_tokens(self) -> int:
@@ -74,7 +110,8 @@ class Cost:
             raise ValueError(f"cannot fuse calls of different dtypes: {self!r} + {other!r}")
         return Cost(self.flops + other.flops, self.bytes_moved + other.bytes_moved, self.dtype,
                     self.n_tokens, max(self.batch, other.batch), self.weight_bytes + other.weight_bytes,
-                    self.shapes + other.shapes)
+                    self.shapes + other.shapes, self.format if self.format == other.format else None,
+                    self.gemms + other.gemms)
 
 
 def attention_context_sum(n_tokens: int, past_len: int) -> int:
@@ -83,6 +120,23 @@ def attention_context_sum(n_tokens: int, past_len: int) -> int:
     = n·p + n(n+1)/2. Token i of the call sees the p cached tokens and the i new tokens up to itself.
     """
     return n_tokens * past_len + n_tokens * (n_tokens + 1) // 2
+
+
+def _layer_widths(geom: ModelGeometry) -> list[tuple[int, int]]:
+    """(output width, weights) of one decoder layer's matmuls, Llama/Qwen layout: q, k, v, o, gate, up,
+    down. Only their proportions are used, to split the block FLOPs by width."""
+    d, q, kv, ffn = (geom.hidden_size, geom.n_heads * geom.head_dim, geom.n_kv_heads * geom.head_dim,
+                     geom.intermediate_size)
+    return [(q, d * q), (kv, 2 * d * kv), (d, q * d), (ffn, 2 * d * ffn), (d, ffn * d)]
+
+
+def _gemms(geom: ModelGeometry, rows: int, logits_rows: int, p_body: int, p_head: int) -> tuple[Gemm, ...]:
+    """The block FLOPs 2·P_body·rows split over the layer's widths by weight share, and the head's."""
+    widths = _layer_widths(geom)
+    total = sum(w for _, w in widths)
+    body = [Gemm("body", rows, width, 2.0 * p_body * rows * w / total) for width, w in widths]
+    head = [Gemm("head", logits_rows, geom.vocab_size, 2.0 * p_head * logits_rows)] if logits_rows else []
+    return (*body, *head)
 
 
 def forward_cost(geom: ModelGeometry, n_tokens: int, past_len: int, batch: int, n_logits: int) -> Cost:
@@ -121,9 +175,10 @@ def forward_cost(geom: ModelGeometry, n_tokens: int, past_len: int, batch: int, 
         + batch * past_len * kv_per_token
         + batch * n_tokens * kv_per_token
     )
-    return Cost(flops=batch * flops_per_seq, bytes_moved=float(bytes_moved), dtype=geom.dtype,
-                n_tokens=n_tokens, batch=batch, weight_bytes=float(weight_bytes),
-                shapes=(CallShape(n_tokens, past_len, n_logits, batch),))
+    return Cost(flops=batch * flops_per_seq, bytes_moved=float(bytes_moved),
+                dtype=geom.dtype, n_tokens=n_tokens, batch=batch,
+                weight_bytes=float(weight_bytes), shapes=(CallShape(n_tokens, past_len, n_logits, batch),),
+                format=geom.format, gemms=_gemms(geom, batch * n_tokens, batch * n_logits, p_body, p_head))
 
 
 def prefill_cost(geom: ModelGeometry, n_tokens: int, past_len: int = 0, batch: int = 1) -> Cost:
@@ -156,20 +211,33 @@ def batched_cost(costs: Sequence[Cost]) -> Cost:
         if (cost.dtype, cost.weight_bytes) != (first.dtype, first.weight_bytes):
             raise ValueError(f"only calls of one model share a step: {first!r} and {cost!r}")
     own_bytes = sum(cost.bytes_moved - cost.weight_bytes for cost in costs)
+    # one model's calls have the same GEMMs in the same order; in a step each runs once over all the rows
+    gemms = tuple(Gemm(same[0].kind, sum(g.rows for g in same), same[0].width, sum(g.flops for g in same))
+                  for same in zip(*(cost.gemms for cost in costs), strict=True))
     return Cost(flops=sum(cost.flops for cost in costs), bytes_moved=first.weight_bytes + own_bytes,
                 dtype=first.dtype, n_tokens=max(cost.n_tokens for cost in costs),
                 batch=sum(cost.batch for cost in costs), weight_bytes=first.weight_bytes,
-                shapes=tuple(shape for cost in costs for shape in cost.shapes))
+                shapes=tuple(shape for cost in costs for shape in cost.shapes), format=first.format,
+                gemms=gemms)
 
 
 def roofline_s(profile: DeviceProfile, cost: Cost) -> tuple[float, float]:
     """The two sides of the roofline, (compute_s, memory_s); the larger binds the call. The profile
     must be bound to a runtime (`load_profile` binds its own; `DeviceProfile.with_runtime` another)."""
-    if profile.eta_compute is None or profile.eta_memory is None:
-        raise ValueError(f"device profile {profile.name!r} is not bound to a runtime: no efficiencies")
-    compute_s = cost.flops / (profile.peak_flops_for(cost.dtype) * profile.eta_compute)
-    memory_s = cost.bytes_moved / (profile.mem_bw_bytes_per_s * profile.eta_memory)
+    eta_c, eta_m, dtype = profile.kernels(cost.format, cost.dtype)
+    compute_s = tiled_flops(profile, cost) / (profile.peak_flops_for(dtype) * eta_c)
+    memory_s = cost.bytes_moved / (profile.mem_bw_bytes_per_s * eta_m)
     return compute_s, memory_s
+
+
+def tiled_flops(profile: DeviceProfile, cost: Cost) -> float:
+    """The FLOPs a GPU spends on the call: each weight GEMM's FLOPs over its `wave_efficiency` on the
+    profile's SMs (a device without `compute_units` computes exactly `cost.flops`)."""
+    units = profile.compute_units
+    if units is None or not cost.gemms:
+        return cost.flops
+    return cost.flops + sum(g.flops * (1.0 / wave_efficiency(g.rows, g.width, units) - 1.0)
+                            for g in cost.gemms)
 
 
 def fixed_s(profile: DeviceProfile, cost: Cost) -> float:

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from netsim.errors import InputError
-from netsim.hardware.runtime import ComputeTable, RuntimeProfile, load_runtime
+from netsim.hardware.runtime import ComputeTable, FormatEfficiency, RuntimeProfile, load_runtime
 from netsim.inputfile import read_model, show_path
 from netsim.lm.geometry import Dtype, ModelGeometry
 from netsim.paths import is_file_reference, profiles_dir
@@ -40,8 +40,8 @@ to fp32 (narrowing to fp16 could overflow, so runtimes widen); fp16 without fp16
 Every profile must list float32, so every chain ends.
 """
 
-_NUMERIC_FIELDS = ("memory_bytes", "memory_reserved_bytes", "mem_bw_bytes_per_s", "eta_compute",
-                   "eta_memory", "overhead_per_call_s", "overhead_per_token_s", "power_idle_w",
+_NUMERIC_FIELDS = ("memory_bytes", "memory_reserved_bytes", "mem_bw_bytes_per_s", "compute_units",
+                   "eta_compute", "eta_memory", "overhead_per_call_s", "overhead_per_token_s", "power_idle_w",
                    "power_active_w", "radio_tx_j_per_bit", "radio_rx_j_per_bit")
 _EFFICIENCY_FIELDS = ("eta_compute", "eta_memory", "overhead_per_call_s", "overhead_per_token_s")
 """What a runtime profile supplies; a device profile may pin them for its own runtime (runtime.py)."""
@@ -71,6 +71,10 @@ class DeviceProfile(BaseModel):
         description="peak DRAM/HBM bandwidth, bytes/s: 1 MB/s to 100 TB/s (H100 SXM: 3.35 TB/s)")
     peak_flops: dict[Dtype, Annotated[FlopRate, Field(ge=1e6, le=1e18)]] = Field(
         description="dense peak FLOP/s (or OP/s) per dtype: 1 MFLOPS to 1 EFLOPS (H100 fp16: 989 TFLOPS)")
+    compute_units: int | None = Field(
+        None, ge=1, le=4096,
+        description="GPU streaming multiprocessors the tiles of a matrix multiply are scheduled on, 1 to "
+                    "4096 (A100: 108); set: prompt-sized GEMMs pay tile and wave quantisation (cost.py)")
     eta_compute: float | None = Field(
         None, gt=0, le=1, description="achieved fraction of peak FLOP/s; set: pins the runtime's value "
                                       "when the node runs this profile's own `runtime`")
@@ -93,6 +97,7 @@ class DeviceProfile(BaseModel):
                                          "wired servers")
     sources: dict[str, str]
     _table: ComputeTable | None = PrivateAttr(None)
+    _kernels: dict[str, FormatEfficiency] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> DeviceProfile:
@@ -159,7 +164,19 @@ class DeviceProfile(BaseModel):
                              f"for {self.name}, {self.kind} or default")
         bound = self.model_copy(update=update | {"sources": sources})
         bound._table = runtime.table
+        bound._kernels = dict(eff.formats) if eff is not None else {}
         return bound
+
+    def kernels(self, format_name: str | None, dtype: str) -> tuple[float, float, str]:
+        """(η_c, η_m, compute dtype) of a call in `dtype` whose weights are in `format_name`: what the
+        bound runtime's entry says of that format's kernels (`Efficiency.formats`), else its own η."""
+        if self.eta_compute is None or self.eta_memory is None:
+            raise ValueError(f"device profile {self.name!r} is not bound to a runtime: no efficiencies")
+        own = self._kernels.get(format_name) if format_name is not None else None
+        if own is None:
+            return self.eta_compute, self.eta_memory, dtype
+        return (own.eta_compute or self.eta_compute, own.eta_memory or self.eta_memory,
+                own.compute_dtype or dtype)
 
     @property
     def memory_available_bytes(self) -> float:

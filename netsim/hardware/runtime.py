@@ -34,11 +34,12 @@ from scipy.interpolate import RegularGridInterpolator
 from netsim.errors import InputError
 from netsim.hardware.quant import KvDtype, canonical_format
 from netsim.inputfile import read_model, show_path
+from netsim.lm.geometry import Dtype
 from netsim.paths import is_file_reference, runtimes_dir
 from netsim.units import Seconds
 
-__all__ = ["ComputeTable", "Efficiency", "Phase", "RuntimeProfile", "TablePoint", "list_runtimes",
-           "load_runtime"]
+__all__ = ["ComputeTable", "Efficiency", "FormatEfficiency", "Phase", "RuntimeProfile", "TablePoint",
+           "list_runtimes", "load_runtime"]
 
 Phase = Literal["prefill", "decode", "verify"]
 PHASES: tuple[Phase, ...] = ("prefill", "decode", "verify")
@@ -64,6 +65,28 @@ def _check_sources(numbers: set[str], sources: dict[str, str]) -> None:
         raise ValueError(f"sources: empty source for {', '.join(blank)}")
 
 
+class FormatEfficiency(_Strict):
+    """How a runtime's kernels for one weight format run on a device, where they differ from the entry's:
+    a runtime runs each format on its own kernels, which stream or compute at other fractions of the peak
+    (llama.cpp's CUDA Q4_0 matrix-vector kernels dequantise 4-bit blocks, its F16 path is cuBLAS) and may
+    multiply in another dtype than the model's (ggml's CPU Q8_0 kernels quantise the activations to 8
+    bits and use int8 dot products; ExecuTorch's 8da4w is "8-bit dynamic activations" by definition).
+    Unset numbers keep the entry's; `compute_dtype` picks the peak the FLOPs run at."""
+
+    eta_compute: float | None = Field(None, gt=0, le=1, description="achieved fraction of peak FLOP/s")
+    eta_memory: float | None = Field(None, gt=0, le=1, description="achieved fraction of peak bandwidth")
+    compute_dtype: Dtype | None = Field(None, description="dtype the format's matmuls run in")
+    sources: dict[str, str]
+
+    @model_validator(mode="after")
+    def _sourced(self) -> FormatEfficiency:
+        given = {f for f in ("eta_compute", "eta_memory", "compute_dtype") if getattr(self, f) is not None}
+        if not given:
+            raise ValueError("give eta_compute, eta_memory or compute_dtype (or leave the format out)")
+        _check_sources(given, self.sources)
+        return self
+
+
 class Efficiency(_Strict):
     """What one runtime achieves on one device (or kind of device), each number with its source.
 
@@ -72,6 +95,7 @@ class Efficiency(_Strict):
             + max(flops / (peak·η_c), bytes / (bw·η_m))
     where the sampled tokens are the logits rows of the call (1 per sequence at prefill and decode, γ per
     sequence at a verify step): host-side sampling and detokenisation, which grow with the batch.
+    `formats` replaces η_c and/or η_m for calls whose weights are in a named format.
     """
 
     eta_compute: float = Field(gt=0, le=1, description="achieved fraction of peak FLOP/s")
@@ -80,7 +104,14 @@ class Efficiency(_Strict):
         ge=0, le=60, description="fixed cost of one forward call (kernel launches, framework), s: 0 to 60")
     overhead_per_token_s: Seconds = Field(
         0.0, ge=0, le=60, description="cost per sampled token (logits row) of a call, s: 0 to 60")
+    formats: dict[str, FormatEfficiency] = Field(
+        default_factory=dict, description="η of the runtime's kernels for a weight format, by format name")
     sources: dict[str, str]
+
+    @field_validator("formats")
+    @classmethod
+    def _format_names(cls, value: dict[str, FormatEfficiency]) -> dict[str, FormatEfficiency]:
+        return {canonical_format(name): entry for name, entry in value.items()}
 
     @model_validator(mode="after")
     def _sourced(self) -> Efficiency:
@@ -238,6 +269,10 @@ class RuntimeProfile(_Strict):
                 raise ValueError(f"efficiency: {key[:40]!r} is no device name, device kind or `default`")
         if not self.efficiency and self.table is None:
             raise ValueError("give `efficiency` (for the roofline) or `table` (measured latencies)")
+        for key, entry in self.efficiency.items():
+            foreign = sorted(set(entry.formats) - set(self.formats))
+            if foreign:
+                raise ValueError(f"efficiency.{key}.formats: {foreign[0]} is not a format this runtime runs")
         _check_sources({"formats", "kv_dtypes"}, self.sources)
         return self
 
