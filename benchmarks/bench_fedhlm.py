@@ -2,6 +2,7 @@
 
     python benchmarks/bench_fedhlm.py                      # 1,000 devices: wall ≤ 120 s, RSS ≤ 4 GB
     python benchmarks/bench_fedhlm.py --devices 100,1000   # and the time ratio of 10× the devices (≤ 11×)
+    python benchmarks/bench_fedhlm.py --no-prefetch        # ablation: every model call on demand
 
 Each point runs in a fresh process (peak RSS is per process; the model memo starts cold, as a user's first
 run does). Topology, per 100 devices: an aggregation router with a 1 Gbit/s edge server and a 10 Gbit/s
@@ -13,7 +14,7 @@ Dirichlet(1) partition. The thresholds start at 0.8, where ~5 % of the bundled S
 device — FedHLM's operating point in the paper's Table III (3.9 % to the LLM, 1.6 % P2P); `--threshold`
 changes it (each LLM verification costs ~5 ms of CPU in onnxruntime, the SLM step ~0.6 ms).
 Reported: wall time, CPU time of the process (all its threads: the models' prefetched calls run on a
-worker thread beside the event loop, netsim/lm/memo.py, so on an idle machine CPU exceeds wall; wall
+worker threads beside the event loop, netsim/lm/memo.py, so on an idle machine CPU exceeds wall; wall
 exceeds CPU when other work shares the cores) and peak RSS.
 """
 
@@ -63,9 +64,13 @@ def scenario(n_devices: int, tokens: int = 64, threshold: float = 0.8) -> dict[s
     }
 
 
-def one_point(n_devices: int, tokens: int, threshold: float) -> dict[str, Any]:
+def one_point(n_devices: int, tokens: int, threshold: float, prefetch: bool = True) -> dict[str, Any]:
+    from netsim.lm.memo import LanguageModel
     from netsim.scenario import parse_scenario
     from netsim.simulation import run
+
+    if not prefetch:  # the ablation: the policy's hints ignored, every call made when its answer is needed
+        LanguageModel.prefetch = lambda self, prefix: None  # type: ignore[method-assign]
 
     start, cpu = time.perf_counter(), time.process_time()
     results = run(parse_scenario(scenario(n_devices, tokens, threshold)))
@@ -85,15 +90,16 @@ def main() -> None:
     parser.add_argument("--devices", default="1000", help="comma-separated device counts")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threshold", type=float, default=0.8, help="initial u_th of every client")
+    parser.add_argument("--no-prefetch", action="store_true", help="run every model call on demand")
     parser.add_argument("--point", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.point is not None:
-        print(json.dumps(one_point(args.point, args.tokens, args.threshold)))
+        print(json.dumps(one_point(args.point, args.tokens, args.threshold, not args.no_prefetch)))
         return
     points = []
     for n in (int(x) for x in args.devices.split(",")):
         command = [sys.executable, __file__, "--point", str(n), "--tokens", str(args.tokens),
-                   "--threshold", str(args.threshold)]
+                   "--threshold", str(args.threshold), *(["--no-prefetch"] if args.no_prefetch else [])]
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         points.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(points[-1]), flush=True)

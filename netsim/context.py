@@ -149,7 +149,7 @@ class RequestContext:
         return model.lm.next_logits(prefix)
 
     def prefetch(self, model: HostedModel, prefix: Sequence[int]) -> None:
-        """Start `next_logits(model, prefix)` now on the model's worker thread, to be asked for later;
+        """Start `next_logits(model, prefix)` now on the model's worker threads, to be asked for later;
         changes when the host CPU works, not what the run computes (netsim/lm/memo.py)."""
         model.lm.prefetch(prefix)
 

@@ -249,3 +249,32 @@ def test_a_prefetch_nobody_asks_for_changes_nothing(lm: OnnxCausalLM) -> None:
     np.testing.assert_array_equal(row, _no_memo(lm).next_logits([*prompt, 6]))
     assert memo.n_prefetched == 0 and memo.n_model_calls == 1
     memo.close()
+
+
+def test_a_stepped_sequence_stays_indexed_under_the_prefixes_it_took_over(lm: OnnxCausalLM) -> None:
+    """Stepping a sequence token by token replaces each parent's KV entry with the child's (the index
+    moves the parent's prefixes to the child); after fifty unrelated sequences a branch off its middle
+    still starts from that cache: one call of two tokens."""
+    memo = LanguageModel(lm)
+    rng = np.random.default_rng(7)
+    vocab = lm.geometry.vocab_size
+    sequence = [int(t) for t in rng.integers(1, vocab, size=30)]
+    for _ in range(20):  # 30 → 50 tokens, crossing the 32- and 48-token prefixes
+        sequence.append(int(np.argmax(memo.next_logits(sequence))))
+    for _ in range(50):
+        memo.next_logits([int(t) for t in rng.integers(1, vocab, size=30)])
+    fed: list[int] = []
+    verify = lm.verify
+
+    def spy(tokens: list[int], cache: object) -> object:
+        fed.append(len(tokens))
+        return verify(tokens, cache)
+
+    memo.lm.verify = spy  # type: ignore[method-assign]
+    try:
+        row = memo.next_logits([*sequence[:40], 3])
+    finally:
+        del memo.lm.verify
+    assert fed == [2]
+    np.testing.assert_array_equal(row, _no_memo(lm).next_logits([*sequence[:40], 3]))
+    assert all(key in memo._kv.items for bucket in memo._kv_index.values() for key in bucket)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
 from netsim.lm.geometry import ModelGeometry
@@ -122,19 +123,21 @@ def attention_context_sum(n_tokens: int, past_len: int) -> int:
     return n_tokens * past_len + n_tokens * (n_tokens + 1) // 2
 
 
-def _layer_widths(geom: ModelGeometry) -> list[tuple[int, int]]:
-    """(output width, weights) of one decoder layer's matmuls, Llama/Qwen layout: q, k, v, o, gate, up,
-    down. Only their proportions are used, to split the block FLOPs by width."""
-    d, q, kv, ffn = (geom.hidden_size, geom.n_heads * geom.head_dim, geom.n_kv_heads * geom.head_dim,
-                     geom.intermediate_size)
-    return [(q, d * q), (kv, 2 * d * kv), (d, q * d), (ffn, 2 * d * ffn), (d, ffn * d)]
+@lru_cache(maxsize=256)
+def _layer_widths(hidden: int, q: int, kv: int, ffn: int) -> tuple[tuple[int, float], ...]:
+    """(output width, share of the layer's weights) of one decoder layer's matmuls, Llama/Qwen layout:
+    q, k+v, o, gate+up, down. Only the proportions are used, to split the block FLOPs by width."""
+    weights = [(q, hidden * q), (kv, 2 * hidden * kv), (hidden, q * hidden), (ffn, 2 * hidden * ffn),
+               (hidden, ffn * hidden)]
+    total = sum(w for _, w in weights)
+    return tuple((width, w / total) for width, w in weights)
 
 
 def _gemms(geom: ModelGeometry, rows: int, logits_rows: int, p_body: int, p_head: int) -> tuple[Gemm, ...]:
     """The block FLOPs 2·P_body·rows split over the layer's widths by weight share, and the head's."""
-    widths = _layer_widths(geom)
-    total = sum(w for _, w in widths)
-    body = [Gemm("body", rows, width, 2.0 * p_body * rows * w / total) for width, w in widths]
+    widths = _layer_widths(geom.hidden_size, geom.n_heads * geom.head_dim, geom.n_kv_heads * geom.head_dim,
+                           geom.intermediate_size)
+    body = [Gemm("body", rows, width, 2.0 * p_body * rows * share) for width, share in widths]
     head = [Gemm("head", logits_rows, geom.vocab_size, 2.0 * p_head * logits_rows)] if logits_rows else []
     return (*body, *head)
 

@@ -19,12 +19,12 @@ Memory is bounded: logits rows and KV caches sit in byte-budgeted LRU maps; a se
 replaces its parent's cache (the parent is a truncation of the child, a view that costs nothing).
 
 A policy that already knows its next question (a draft it just accepted) may `prefetch` it: the model call
-starts on the model's worker thread while the simulation goes on with other events, and the answer is
-picked up when asked for. onnxruntime releases the GIL while it runs, so a fleet's model calls overlap with
-the event loop on a second core. Which cached prefix a call starts from is chosen on the simulation's
-thread when the call is planned, and the memo is only written there, when the answer is taken; with the
-two-query-token rule above the rows are the same bits whichever prefix a call starts from, so prefetching
-changes when the CPU works, never what any run computes.
+starts on one of the model's two worker threads while the simulation goes on with other events, and the
+answer is picked up when asked for. onnxruntime releases the GIL while it runs, so a fleet's model calls
+overlap with each other and with the event loop on the machine's other core. Which cached prefix a call
+starts from is chosen on the simulation's thread when the call is planned, and the memo is only written
+there, when the answer is taken; with the two-query-token rule above the rows are the same bits whichever
+prefix a call starts from, so prefetching changes when the CPU works, never what any run computes.
 """
 
 from __future__ import annotations
@@ -301,13 +301,13 @@ class LanguageModel:
         return np.stack(computed[len(computed) - len(tokens):])
 
     def prefetch(self, prefix: Sequence[int]) -> None:
-        """Start computing `next_logits(prefix)` on this model's worker thread (see the module docstring);
+        """Start computing `next_logits(prefix)` on this model's worker threads (see the module docstring);
         a hint that changes no result. Nothing happens when the answer is memoised or already coming."""
         key = tuple(prefix)
         if not key or key in self._pending or self._cached_row(key) is not None:
             return
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"netsim-{self.name}")
+            self._worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"netsim-{self.name}")
         plan = self._plan(key, first_row=len(key))
         self._pending[key] = (plan, self._worker.submit(self.lm.verify, plan.fed, plan.base))
         while len(self._pending) > _MAX_PENDING:
@@ -456,14 +456,28 @@ class LanguageModel:
                 self.disk.put_logits(key[:length], row)
             rows.append(row)
         parent = plan.parent
-        if parent is not None and len(parent) <= n and parent == key[:len(parent)]:
+        replaced = parent is not None and len(parent) <= n and parent == key[:len(parent)]
+        if replaced:
             self._kv.pop(parent)  # the parent is a view of the child from now on
-            self._unindex(parent)
-        self._unindex(key)  # a key computed again replaces its entry
-        for gone in self._kv.put(key, cache, cache.nbytes):
-            self._unindex(gone)
         if key in self._kv.items:
-            for k in range(_INDEX_STRIDE, len(key) + 1, _INDEX_STRIDE):
+            self._unindex(key)  # a key computed again replaces its entry
+        evicted = self._kv.put(key, cache, cache.nbytes)
+        stored = key in self._kv.items
+        # the prefixes parent and child share: the child takes the parent's place in one lookup each
+        shared = len(parent) // _INDEX_STRIDE * _INDEX_STRIDE if replaced and parent is not None else 0
+        for k in range(_INDEX_STRIDE, shared + 1, _INDEX_STRIDE):
+            prefix = key[:k]
+            bucket = self._kv_index.get(prefix)
+            if bucket is not None:
+                bucket.discard(parent)  # type: ignore[arg-type]
+                if not stored and not bucket:
+                    del self._kv_index[prefix]
+            if stored:
+                (bucket if bucket is not None else self._kv_index.setdefault(prefix, set())).add(key)
+        for gone in evicted:
+            self._unindex(gone)
+        if stored:
+            for k in range(shared + _INDEX_STRIDE, n + 1, _INDEX_STRIDE):
                 self._kv_index.setdefault(key[:k], set()).add(key)
         return rows
 

@@ -56,13 +56,13 @@ def probabilities(logits: np.ndarray, spec: SamplingSpec) -> np.ndarray:
         return onehot
     # 1. temperature: p ∝ exp(z / T), shifted by the max for stability
     scaled = logits.astype(np.float64) / spec.temperature
-    keep = np.ones(scaled.shape[-1], dtype=bool)
     # 2. top-k: everything below the k-th largest logit is dropped
     if spec.top_k is not None and spec.top_k < scaled.shape[-1]:
-        kth = np.argpartition(scaled, -spec.top_k)[-spec.top_k:]
-        keep[:] = False
-        keep[kth] = True
-    weights = np.where(keep, np.exp(scaled - scaled[keep].max()), 0.0)
+        keep = np.zeros(scaled.shape[-1], dtype=bool)
+        keep[np.argpartition(scaled, -spec.top_k)[-spec.top_k:]] = True
+        weights = np.where(keep, np.exp(scaled - scaled[keep].max()), 0.0)
+    else:  # every token kept: the same numbers without a mask (the per-token path of a fleet)
+        weights = np.exp(scaled - scaled.max())
     probs = weights / weights.sum()
     # 3. top-p: most likely first (stable, so ties keep index order); keep up to the token that reaches p
     if spec.top_p is not None and spec.top_p < 1.0:
