@@ -52,11 +52,10 @@ def device(point: dict[str, Any]) -> DeviceProfile:
         raw = yaml.safe_load((profiles_dir() / f"{point['device']}.yaml").read_text())
         swap = calibration()["siblings"][sibling]
         raw.update(swap)
-        raw["sources"] = {k: v for k, v in raw["sources"].items() if not k.startswith("peak_flops.")}
-        raw["sources"] |= {f"peak_flops.{d}": f"sibling {sibling}" for d in raw["peak_flops"]}
-        raw["sources"]["mem_bw_bytes_per_s"] = f"sibling {sibling}"
-        if "compute_units" in swap:
-            raw["sources"]["compute_units"] = f"sibling {sibling}"
+        if "peak_flops" in swap:
+            raw["sources"] = {k: v for k, v in raw["sources"].items() if not k.startswith("peak_flops.")}
+            raw["sources"] |= {f"peak_flops.{d}": f"sibling {sibling}" for d in raw["peak_flops"]}
+        raw["sources"] |= {field: f"sibling {sibling}" for field in swap if field != "peak_flops"}
         base = DeviceProfile.model_validate(raw)
     else:
         base = load_device(point["device"])
