@@ -67,6 +67,7 @@ def fits() -> dict[str, dict[str, float]]:
     eta_orin, o_orin = two_point(point("jetson-agx-orin", "llama-2-7b", "Q4_0", "decode"),
                                  point("jetson-agx-orin", "llama-2-70b", "Q4_0", "decode"))
     o_pi = overhead(point("raspberry-pi-5", "tinyllama-1.1b", "Q8_0", "decode"), 0.668)
+    o_4090 = overhead(point("rtx-4090", "llama-2-7b", "fp16", "decode"), 0.88)
     return {
         "nvidia-a100-80gb": {
             "eta_memory": 0.88, "overhead_per_call_s": o_a100,
@@ -82,6 +83,10 @@ def fits() -> dict[str, dict[str, float]]:
             "eta_compute": eta_compute(point("macbook-air-m2", "llama-2-7b", "fp16", "prefill", "m2-ultra"),
                                        o_m2)},
         "jetson-agx-orin": {"eta_memory": eta_orin, "overhead_per_call_s": o_orin},
+        "rtx-4090": {
+            "eta_memory": 0.88, "overhead_per_call_s": o_4090,
+            "eta_compute": eta_compute(point("rtx-4090", "llama-2-7b", "fp16", "prefill"), o_4090),
+            "q4_0_eta_memory": eta_memory(point("rtx-4090", "llama-2-7b", "Q4_0", "decode"), o_4090)},
         "raspberry-pi-5": {
             "eta_memory": 0.668, "overhead_per_call_s": o_pi,
             "eta_compute": eta_compute(point("raspberry-pi-5", "tinyllama-1.1b", "Q8_0", "prefill"), o_pi,

@@ -64,7 +64,7 @@ def test_llamacpp_entries_are_the_fits_of_their_calibration_points() -> None:
             assert got == pytest.approx(value, rel=5e-3), (name, field, got, value)
     borrowed = {"jetson-orin-nano": "jetson-agx-orin", "embedded_gpu": "jetson-agx-orin",
                 "sbc": "raspberry-pi-5", "laptop": "macbook-air-m2", "datacenter_gpu": "nvidia-a100-80gb",
-                "desktop_gpu": "nvidia-a100-80gb", "nvidia-a10": "nvidia-a100-80gb",
+                "desktop_gpu": "rtx-4090", "nvidia-a10": "nvidia-a100-80gb",
                 "nvidia-l4": "nvidia-a100-80gb"}
     for name, source in borrowed.items():
         a, b = llama.efficiency[name], llama.efficiency[source]
