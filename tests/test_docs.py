@@ -5,15 +5,14 @@ fix is the command in the message: `python scripts/scenario_reference.py --updat
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from project_scripts import load_script
 
 from netsim.paths import PROJECT_ROOT
 from netsim.policies.registry import POLICIES
@@ -24,13 +23,7 @@ REGENERATE = "python scripts/scenario_reference.py --update"
 
 @pytest.fixture(scope="module")
 def generator() -> ModuleType:
-    path = PROJECT_ROOT / "scripts" / "scenario_reference.py"
-    spec = importlib.util.spec_from_file_location("scenario_reference", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scenario_reference")
 
 
 def test_every_registered_policy_has_a_page() -> None:

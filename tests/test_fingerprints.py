@@ -4,29 +4,16 @@ regenerate with `python scripts/fingerprints.py --update` and say why in the com
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import polars as pl
 import pytest
+from project_scripts import load_script
 
 from netsim.lm.zoo import ModelStore
-from netsim.paths import PROJECT_ROOT
 
-
-def _load_script() -> ModuleType:
-    # scripts/ is not a package; the test uses the very code `--check` runs, not a copy of it.
-    path = PROJECT_ROOT / "scripts" / "fingerprints.py"
-    spec = importlib.util.spec_from_file_location("fingerprints", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fp = _load_script()
+fp = load_script("fingerprints")  # the very code `--check` runs, not a copy
 SCENARIOS = fp.bundled_scenarios()
 
 

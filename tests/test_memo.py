@@ -46,6 +46,22 @@ def _cached_lms() -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / "model.yaml").is_file()) if root.is_dir() else []
 
 
+def _fed_lengths(memo: LanguageModel, prefix: list[int]) -> tuple[np.ndarray, list[int]]:
+    """`memo.next_logits(prefix)` and the number of tokens each model call it made was fed."""
+    fed: list[int] = []
+    verify = memo.lm.verify
+
+    def spy(tokens: list[int], cache: object) -> object:
+        fed.append(len(tokens))
+        return verify(tokens, cache)
+
+    memo.lm.verify = spy  # type: ignore[method-assign]
+    try:
+        return memo.next_logits(prefix), fed
+    finally:
+        del memo.lm.verify
+
+
 def _assert_path_independent(lm: OnnxCausalLM, ids: list[int]) -> None:
     """Logits of every prefix are bitwise the same whether the prefix came from one long forward pass,
     from stepping token by token through the memo, or from a chunked verify on a reused cache."""
@@ -201,18 +217,7 @@ def test_a_long_shared_prefix_is_found_among_many_sequences_in_flight(lm: OnnxCa
     memo.next_logits([*shared, 7])
     for _ in range(50):  # fifty unrelated sequences push the first out of the recent 32
         memo.next_logits([int(t) for t in rng.integers(1, vocab, size=30)])
-    fed: list[int] = []
-    verify = lm.verify
-
-    def spy(tokens: list[int], cache: object) -> object:
-        fed.append(len(tokens))
-        return verify(tokens, cache)
-
-    memo.lm.verify = spy  # type: ignore[method-assign]
-    try:
-        row = memo.next_logits([*shared, 9])
-    finally:
-        del memo.lm.verify
+    row, fed = _fed_lengths(memo, [*shared, 9])
     assert fed == [2]  # the previous token re-fed beside the new one (module doc), not 41 tokens
     np.testing.assert_array_equal(row, _no_memo(lm).next_logits([*shared, 9]))
 
@@ -263,18 +268,7 @@ def test_a_stepped_sequence_stays_indexed_under_the_prefixes_it_took_over(lm: On
         sequence.append(int(np.argmax(memo.next_logits(sequence))))
     for _ in range(50):
         memo.next_logits([int(t) for t in rng.integers(1, vocab, size=30)])
-    fed: list[int] = []
-    verify = lm.verify
-
-    def spy(tokens: list[int], cache: object) -> object:
-        fed.append(len(tokens))
-        return verify(tokens, cache)
-
-    memo.lm.verify = spy  # type: ignore[method-assign]
-    try:
-        row = memo.next_logits([*sequence[:40], 3])
-    finally:
-        del memo.lm.verify
+    row, fed = _fed_lengths(memo, [*sequence[:40], 3])
     assert fed == [2]
     np.testing.assert_array_equal(row, _no_memo(lm).next_logits([*sequence[:40], 3]))
     assert all(key in memo._kv.items for bucket in memo._kv_index.values() for key in bucket)

@@ -6,7 +6,6 @@ o and η_m for that device (by name, else kind, else default); bad runtime input
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from project_scripts import load_script
 
 import netsim
 from netsim.cli import main
@@ -23,7 +23,7 @@ from netsim.hardware.cost import call_time_s, decode_cost, prefill_cost
 from netsim.hardware.profile import list_profiles, load_device, load_profile
 from netsim.hardware.runtime import list_runtime_names, list_runtimes, load_runtime
 from netsim.lm.cards import load_card
-from netsim.paths import PROJECT_ROOT, profiles_dir, runtimes_dir
+from netsim.paths import profiles_dir, runtimes_dir
 from netsim.scenario import load_scenario
 
 
@@ -42,20 +42,11 @@ def test_every_runtime_number_has_a_source() -> None:
                 assert eff.sources[field].strip(), f"{runtime.name}.{key}.{field}"
 
 
-def _fit_script() -> Any:
-    path = PROJECT_ROOT / "scripts" / "fit_llamacpp.py"
-    spec = importlib.util.spec_from_file_location("fit_llamacpp", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_llamacpp_entries_are_the_fits_of_their_calibration_points() -> None:
     """Every fitted number of runtime_profiles/llama.cpp.yaml is what scripts/fit_llamacpp.py computes from
     the `fit` points of tests/data/calibration.yaml (the YAML rounds to 3 significant digits); the entries
     that borrow a calibrated part's factors carry that part's numbers."""
-    fits = _fit_script().fits()
+    fits = load_script("fit_llamacpp").fits()
     llama = load_runtime("llama.cpp")
     for name, fitted in fits.items():
         entry = llama.efficiency[name]
